@@ -1,0 +1,1 @@
+"""Command-line interface: ``napari-vae-anomaly <command>`` or ``python -m napari_vae_anomaly``."""

@@ -1,0 +1,1 @@
+"""Sample and benchmark data: the procedural brain phantom and data-set layouts."""

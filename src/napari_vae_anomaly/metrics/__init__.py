@@ -1,0 +1,1 @@
+"""Evaluation metrics: voxel AUROC/AUPRC, Dice, oracle Dice, slice-level detection."""

@@ -1,0 +1,1 @@
+"""The (beta-)VAE and its checkpoints."""

@@ -1,0 +1,1 @@
+"""Training the VAE: data loading, augmentation, the training loop, distributed runs."""

@@ -1,0 +1,1 @@
+"""napari dock widgets: thin views over the core functions (no computation here)."""

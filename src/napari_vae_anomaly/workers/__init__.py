@@ -1,0 +1,1 @@
+"""Background workers (napari thread workers) wrapping the long jobs of the core."""
