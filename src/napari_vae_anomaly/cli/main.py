@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import AnomalyError
 
 #: sub-command modules, in the order ``--help`` lists them
-SUBCOMMANDS: tuple[str, ...] = ("train",)
+SUBCOMMANDS: tuple[str, ...] = ("train", "predict", "evaluate", "benchmark", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        importlib.import_module(f"{__package__}.{name}").register(sub)
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as exc:  # TODO(integration): make strict once all land
+            if exc.name == f"{__package__}.{name}":
+                continue
+            raise
+        module.register(sub)
     return parser
 
 
