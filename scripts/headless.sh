@@ -5,4 +5,5 @@ if [ -n "${DISPLAY:-}" ]; then
   exec "$@"
 fi
 export QT_QPA_PLATFORM=xcb
+export NAPARI_VAE_ANOMALY_HEADLESS=${NAPARI_VAE_ANOMALY_HEADLESS:-1}
 exec xvfb-run -a -s "-screen 0 1280x1024x24" "$@"
