@@ -7,6 +7,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 HEADLESS := bash scripts/headless.sh
+# UTF-8 I/O whatever the locale (tqdm bars, subprocess output in tests)
+export PYTHONUTF8 := 1
 
 .PHONY: venv system-deps test demo lint wheel-check benchmark clean
 

@@ -1,0 +1,212 @@
+"""Small pieces shared by the dock widgets: user messages, layer lists, layer geometry.
+
+Every message reaches the user as a napari notification. The notification functions are
+looked up on :mod:`napari.utils.notifications` at call time so tests can capture them by
+patching that module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.utils import notifications
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QApplication, QComboBox, QListWidget, QListWidgetItem
+
+from ..errors import AnomalyError
+from ..io.geometry import METADATA_KEY, Geometry
+
+if TYPE_CHECKING:
+    import napari
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------- messages
+def info(message: str) -> None:
+    notifications.show_info(message)
+
+
+def warn(message: str) -> None:
+    notifications.show_warning(message)
+
+
+def error(message: str) -> None:
+    notifications.show_error(message)
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for the user: an AnomalyError's own message, else the type and message."""
+    if isinstance(exc, AnomalyError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def report_error(exc: BaseException, context: str = "") -> None:
+    """Show ``exc`` as a one-line error notification (never a traceback for user errors)."""
+    if not isinstance(exc, AnomalyError):
+        log.exception("unexpected error %s", context, exc_info=exc)
+    msg = error_message(exc)
+    error(f"{context}: {msg}" if context else msg)
+
+
+@contextmanager
+def user_errors(context: str = "") -> Iterator[None]:
+    """Turn any exception inside the block into an error notification, with a busy cursor."""
+    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - a GUI must not crash on bad input
+        report_error(exc, context)
+    finally:
+        QApplication.restoreOverrideCursor()
+
+
+def when_alive(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a widget's callback so that it does nothing once the Qt widget is deleted.
+
+    A worker can finish (and emit its signals) after the user closed the widget.
+    """
+
+    def call(*args: Any) -> Any:
+        try:
+            return method(*args)
+        except RuntimeError as exc:
+            if "deleted" in str(exc):
+                return None
+            raise
+
+    return call
+
+
+# --------------------------------------------------------------------- layers
+def image_layers(viewer: napari.viewer.Viewer) -> list[Any]:
+    """The viewer's Image layers, in layer-list order."""
+    from napari.layers import Image
+
+    return [layer for layer in viewer.layers if isinstance(layer, Image)]
+
+
+def layer_geometry(layer: Any) -> Geometry:
+    """The geometry a layer carries in its metadata, else one built from its scale/translate."""
+    geo = Geometry.from_metadata(layer.metadata)
+    ndim = layer.data.ndim
+    if geo is not None and geo.ndim == ndim:
+        return geo
+    return Geometry.from_napari(layer.scale, layer.translate)
+
+
+def geometry_kwargs(layer: Any) -> dict[str, Any]:
+    """scale / translate / metadata for a layer derived from ``layer`` (same voxel grid)."""
+    geo = layer_geometry(layer)
+    kw = geo.layer_kwargs()
+    kw["metadata"] = {METADATA_KEY: geo.to_dict()}
+    return kw
+
+
+def connect_layer_list(viewer: napari.viewer.Viewer, callback: Callable[[], None]) -> None:
+    """Call ``callback`` whenever layers are added, removed, moved or renamed."""
+    ev = viewer.layers.events
+    for name in ("inserted", "removed", "moved", "reordered"):
+        emitter = getattr(ev, name, None)
+        if emitter is not None:
+            emitter.connect(lambda _e=None: callback())
+
+    def _watch_name(event: Any) -> None:
+        event.value.events.name.connect(lambda _e=None: callback())
+
+    ev.inserted.connect(_watch_name)
+    for layer in viewer.layers:
+        layer.events.name.connect(lambda _e=None: callback())
+
+
+class LayerCombo(QComboBox):
+    """A combo box of the viewer's Image layers that follows additions, removals and renames."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        self.refresh()
+        connect_layer_list(viewer, self._safe_refresh)
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh()
+        except RuntimeError:  # the Qt object was deleted while napari still held the callback
+            pass
+
+    def refresh(self) -> None:
+        current = self.currentText()
+        names = [layer.name for layer in image_layers(self._viewer)]
+        if names == [self.itemText(i) for i in range(self.count())]:
+            return
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        # announce the (possibly new) selection once
+        self.currentTextChanged.emit(self.currentText())
+
+    def layer(self) -> Any | None:
+        name = self.currentText()
+        if name and name in self._viewer.layers:
+            return self._viewer.layers[name]
+        return None
+
+
+class LayerList(QListWidget):
+    """A multi-selection list of the viewer's Image layers that follows the layer list."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        self.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.refresh()
+        connect_layer_list(viewer, self._safe_refresh)
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh()
+        except RuntimeError:
+            pass
+
+    def refresh(self) -> None:
+        selected = set(self.selected_names())
+        names = [layer.name for layer in image_layers(self._viewer)]
+        self.clear()
+        for name in names:
+            item = QListWidgetItem(name)
+            self.addItem(item)
+            item.setSelected(name in selected)
+
+    def selected_names(self) -> list[str]:
+        return [item.text() for item in self.selectedItems()]
+
+    def select(self, names: list[str]) -> None:
+        wanted = set(names)
+        for i in range(self.count()):
+            item = self.item(i)
+            item.setSelected(item.text() in wanted)
+
+    def selected_layers(self) -> list[Any]:
+        return [self._viewer.layers[n] for n in self.selected_names() if n in self._viewer.layers]
+
+
+def finite_range(data: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) over finite voxels, or None when there are none."""
+    arr = np.asarray(data)
+    if arr.size == 0:
+        return None
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = arr[np.isfinite(arr)]
+        if finite.size == 0:
+            return None
+        return float(finite.min()), float(finite.max())
+    return float(arr.min()), float(arr.max())
