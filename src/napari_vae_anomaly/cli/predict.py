@@ -1,0 +1,163 @@
+"""``napari-vae-anomaly predict``: anomaly maps and masks for a cohort of scans.
+
+For every input it writes ``<case>_<predictor>.nii.gz`` (float32 maps), ``<case>_ensemble.nii.gz``
+when several maps are combined, and ``<case>_mask.nii.gz`` (uint8), all with the input's
+geometry. The mask comes from the ensemble when there is one, else from the single map.
+Outputs of a case are checked before anything is computed or written, so a case is either
+written completely or not at all (unless a write fails midway). A case that fails is reported
+on one line and skipped; the exit status is 1 when any case failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import AnomalyError, VolumeWriteError
+from ..predictors.registry import PREDICTORS, PredictorOptions, describe
+
+DEFAULT_PREDICTORS = ("combi",)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="write anomaly maps and masks for scans",
+        description="Write anomaly maps (<case>_<predictor>.nii.gz, float32; <case>_ensemble "
+                    "when several maps are combined) and a mask (<case>_mask.nii.gz, uint8) with "
+                    "each input's geometry.\n\npredictors:\n  "
+                    + "\n  ".join(describe(n) for n in PREDICTORS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="scans (NIfTI, NRRD, MHA, DICOM ...)")
+    p.add_argument("--model", action="append", required=True, metavar="MODEL",
+                   help="checkpoint (.safetensors); repeat for a model ensemble")
+    p.add_argument("--predictor", action="append", choices=list(PREDICTORS), metavar="NAME",
+                   help=f"map to compute; repeat for several (default: {DEFAULT_PREDICTORS[0]}); "
+                        f"one of {', '.join(PREDICTORS)}")
+    p.add_argument("--energy-steps", type=int, default=None, metavar="T",
+                   help="steps of the energy projection (default 20)")
+    p.add_argument("--energy-alpha", type=float, default=None, metavar="A",
+                   help="step size of the energy projection (default 0.05)")
+    p.add_argument("--energy-lambda", type=float, default=None, metavar="L",
+                   help="weight of the L1 distance to the input in the energy (default 1)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="Gaussian smoothing of gradient maps (default 3, 0 = off)")
+    p.add_argument("--normalize", choices=("zscore", "rank"), default="zscore",
+                   help="per-volume normalization before ensembling (default zscore)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--threshold", type=float, default=None, metavar="VALUE",
+                   help="fixed threshold on the mask's map")
+    g.add_argument("--threshold-fpr", type=float, default=None, metavar="F",
+                   help="threshold exceeded by a fraction F of normal voxels of the checkpoint's "
+                        "held-out normal slices (default 0.01)")
+    p.add_argument("--min-size", type=int, default=0, metavar="N",
+                   help="remove mask components smaller than N voxels")
+    p.add_argument("--min-volume", type=float, default=0.0, metavar="MM3",
+                   help="remove mask components smaller than MM3 cubic millimetres")
+    p.add_argument("--median", type=int, default=0, metavar="K",
+                   help="3-D median filter of size K on the map before thresholding (0 = off)")
+    p.add_argument("--fill-holes", action="store_true", help="fill holes in the mask")
+    p.add_argument("--chunk", type=int, default=32, help="slices per batch (default 32)")
+    p.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
+                   help="output folder (default: current folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> PredictorOptions:
+    o = PredictorOptions(chunk=max(1, args.chunk))
+    changes = {
+        "energy_steps": args.energy_steps, "energy_alpha": args.energy_alpha,
+        "energy_lambda": args.energy_lambda, "sigma": args.sigma,
+    }
+    try:
+        return o.replace(**{k: v for k, v in changes.items() if v is not None})
+    except ValueError as exc:
+        raise AnomalyError(f"invalid predictor option: {exc}") from None
+
+
+def output_paths(case: str, out_dir: Path, keys: list[str]) -> dict[str, Path]:
+    """Map key (predictor name, 'ensemble') and 'mask' -> output file."""
+    return {k: out_dir / f"{case}_{k}.nii.gz" for k in [*keys, "mask"]}
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..io.read import case_name, read_volume
+    from ..io.write import write_volume
+    from ..models.checkpoint import load_checkpoint
+    from ..postprocessing.mask import MaskOptions, postprocess
+    from ..predictors.calibration import reference_scores_from_checkpoint, thresholds_at_fraction
+    from ..predictors.pipeline import ENSEMBLE_KEY, predict_volume
+    from ..training.devices import resolve_device
+
+    names = list(dict.fromkeys(args.predictor or DEFAULT_PREDICTORS))
+    options = options_from_args(args)
+    device = resolve_device(args.device)
+    models = [load_checkpoint(m, device=device) for m in args.model]
+    keys = list(names)
+    if len(names) * len(models) > 1:
+        keys.append(ENSEMBLE_KEY)
+    mask_key = ENSEMBLE_KEY if ENSEMBLE_KEY in keys else names[0]
+    if args.min_size < 0 or args.min_volume < 0 or args.median < 0:
+        raise AnomalyError("--min-size, --min-volume and --median must be >= 0")
+
+    if args.threshold is not None:
+        threshold = float(args.threshold)
+        how = "fixed"
+    else:
+        fpr = 0.01 if args.threshold_fpr is None else args.threshold_fpr
+        if not 0 < fpr < 1:
+            raise AnomalyError(f"--threshold-fpr must be between 0 and 1, got {fpr}")
+        try:
+            scores = reference_scores_from_checkpoint(models, names, options, args.normalize)
+        except ValueError as exc:
+            raise AnomalyError(f"--threshold-fpr: {exc} (model {args.model[0]})") from None
+        threshold = thresholds_at_fraction({mask_key: scores[mask_key]}, fpr)[mask_key]
+        how = f"{fpr:g} of normal voxels above it"
+    print(f"mask from '{mask_key}' at threshold {threshold:.6g} ({how})", file=sys.stderr)
+    mask_opts = MaskOptions(median_size=args.median, min_voxels=args.min_size,
+                            min_mm3=args.min_volume, fill_holes=args.fill_holes)
+
+    out_dir: Path = args.out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VolumeWriteError(f"--out-dir {out_dir}: cannot create it ({exc.strerror})") from None
+
+    failed: list[str] = []
+    bar = tqdm(args.inputs, desc="predict", unit="case", disable=args.no_progress, file=sys.stderr)
+    for src in bar:
+        try:
+            case = case_name(src)
+            paths = output_paths(case, out_dir, keys)
+            existing = [p for p in paths.values() if p.exists()]
+            if existing and not args.overwrite:
+                raise VolumeWriteError(
+                    f"{existing[0]} exists ({len(existing)} output(s) of this case); "
+                    "use --overwrite to replace")
+            vol = read_volume(src)
+            res = predict_volume(vol, models, names, options, ensemble=args.normalize)
+            maps = res.all_maps()
+            spacing = vol.geometry.spacing
+            mask = postprocess(maps[mask_key], threshold, mask_opts, res.foreground, spacing)
+            for k in keys:
+                write_volume(paths[k], maps[k], vol.geometry, overwrite=args.overwrite)
+            write_volume(paths["mask"], mask, vol.geometry, overwrite=args.overwrite)
+            bar.set_postfix_str(f"{case}: {int(mask.sum())} voxels flagged")
+        except AnomalyError as exc:
+            failed.append(str(src))
+            tqdm.write(f"predict: {src}: {exc}", file=sys.stderr)
+        except Exception as exc:  # keep the cohort going; report the unexpected briefly
+            failed.append(str(src))
+            tqdm.write(f"predict: {src}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    n = len(args.inputs)
+    print(f"predict: {n - len(failed)} of {n} case(s) done, written to {out_dir}"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0

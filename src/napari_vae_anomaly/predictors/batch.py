@@ -1,0 +1,102 @@
+"""All requested maps of one batch of slices, and chunked execution that survives OOM.
+
+``compute_maps`` shares work between predictors: ``rec`` and the five gradient predictors come
+from a single forward pass and (at most) two backward passes; ``energy`` runs its own projection
+on the same batch. ``run_chunked`` splits a long stack of slices into chunks that bound memory
+and halves the chunk when the device runs out of memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from ..models.vae import VAE
+from .energy import energy_projection
+from .gradients import frozen, gradient_maps, input_gradients, needs
+from .reconstruction import rec_map
+from .registry import PredictorOptions, check_names
+
+T = TypeVar("T")
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def compute_maps(
+    model: VAE,
+    x: torch.Tensor | np.ndarray,
+    names: Sequence[str],
+    options: PredictorOptions | None = None,
+    mask: torch.Tensor | np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Maps ``name -> float32 array (N, S, S)`` for a batch ``x`` (N, C, S, S).
+
+    ``mask`` (N, 1, S, S), optional, marks foreground pixels: the energy projection moves only
+    those. Model parameters are frozen during the call and restored afterwards.
+    """
+    names = check_names(list(names))
+    o = options or PredictorOptions()
+    dev = model_device(model)
+    dtype = next(model.parameters()).dtype
+    xt = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(dev, dtype)
+    m = None if mask is None else torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).to(dev)
+    out: dict[str, torch.Tensor] = {}
+    with frozen(model):
+        need_rec, need_kl = needs(names)
+        if need_rec or need_kl:
+            terms = input_gradients(model, xt, o, need_rec=need_rec, need_kl=need_kl)
+            out.update(gradient_maps(terms, [n for n in names if n != "energy"], model.beta, o))
+        elif "rec" in names:
+            out["rec"] = rec_map(model, xt, o.n_latent_samples)
+        if "energy" in names:
+            out["energy"] = energy_projection(model, xt, o, mask=m).map
+    return {n: out[n].detach().to("cpu", torch.float32).numpy() for n in names}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA (and MPS) out-of-memory errors, which a smaller chunk may avoid."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def run_chunked(
+    fn: Callable[[slice], T],
+    n: int,
+    chunk: int,
+    on_chunk: Callable[[slice, T], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[T]:
+    """Call ``fn(slice)`` over ``range(n)`` in chunks; halve the chunk on out-of-memory.
+
+    A chunk that fails for lack of memory is retried at half the size (down to 1, then the
+    error propagates); later chunks keep the smaller size. ``on_chunk`` sees each result as
+    it arrives (progress); ``should_stop`` is polled between chunks and ends the loop early.
+    """
+    results: list[T] = []
+    start = 0
+    size = max(1, int(chunk))
+    while start < n:
+        if should_stop is not None and should_stop():
+            break
+        sl = slice(start, min(n, start + size))
+        try:
+            res = fn(sl)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or size == 1:
+                raise
+            size = max(1, size // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        results.append(res)
+        if on_chunk is not None:
+            on_chunk(sl, res)
+        start = sl.stop
+    return results

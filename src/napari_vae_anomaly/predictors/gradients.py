@@ -1,0 +1,119 @@
+"""Gradient predictors: rec_grad, kl_grad, elbo_grad, combi, combi_add.
+
+All five come from one forward pass and two backward passes per batch:
+``g_rec = ∂(Σ L_rec)/∂x`` and ``g_kl = ∂(Σ KL)/∂x`` (``torch.autograd.grad`` w.r.t. the input
+only, so no parameter gradient is computed or accumulated). Because the VAE has no batch
+normalization, image i's terms depend only on image i, so the gradient of the batch *sum* is
+every image's own gradient. ``∂L/∂x = g_rec + β g_kl`` gives elbo_grad without a third pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from ..models.vae import VAE
+from .reconstruction import forward_terms
+from .registry import PredictorOptions
+from .smoothing import minmax, smooth2d
+
+
+@contextmanager
+def frozen(model: VAE) -> Iterator[VAE]:
+    """Eval mode and ``requires_grad=False`` on all parameters; both restored afterwards."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+@dataclass
+class GradientTerms:
+    """Signed input gradients (N, C, S, S) and the clean pixel reconstruction error."""
+
+    rec: torch.Tensor
+    g_rec: torch.Tensor | None
+    g_kl: torch.Tensor | None
+
+
+def _noisy_copies(x: torch.Tensor, n: int, noise: float, generator: torch.Generator | None):
+    """n noisy copies of x stacked on the batch axis; noise std = noise * per-image range."""
+    flat = x.flatten(1)
+    span = (flat.max(dim=1).values - flat.min(dim=1).values).view(1, -1, *([1] * (x.dim() - 1)))
+    eps = torch.randn((n, *x.shape), dtype=x.dtype, device=x.device, generator=generator)
+    return (x.unsqueeze(0) + eps * noise * span).flatten(0, 1)
+
+
+def input_gradients(
+    model: VAE,
+    x: torch.Tensor,
+    options: PredictorOptions | None = None,
+    need_rec: bool = True,
+    need_kl: bool = True,
+) -> GradientTerms:
+    """One forward and at most two backward passes; call inside :func:`frozen` (or not)."""
+    o = options or PredictorOptions()
+    gen = None
+    if o.smoothgrad_n > 0 or o.n_latent_samples > 1:
+        gen = torch.Generator(device=x.device).manual_seed(o.seed)
+    n = max(1, o.smoothgrad_n)
+    xs = _noisy_copies(x, n, o.smoothgrad_noise, gen) if o.smoothgrad_n > 0 else x
+    xs = xs.detach().requires_grad_(True)
+    with torch.enable_grad():
+        rec_px, kl = forward_terms(model, xs, o.n_latent_samples, gen)
+        g_rec = g_kl = None
+        if need_rec:
+            (g_rec,) = torch.autograd.grad(rec_px.sum(), xs, retain_graph=need_kl)
+        if need_kl:
+            (g_kl,) = torch.autograd.grad(kl.sum(), xs)
+    if o.smoothgrad_n > 0:
+        g_rec = None if g_rec is None else g_rec.unflatten(0, (n, x.shape[0])).mean(dim=0)
+        g_kl = None if g_kl is None else g_kl.unflatten(0, (n, x.shape[0])).mean(dim=0)
+        with torch.no_grad():
+            rec_px, _ = forward_terms(model, x, o.n_latent_samples, gen)
+    return GradientTerms(rec_px.detach(), g_rec, g_kl)
+
+
+def _abs_map(g: torch.Tensor) -> torch.Tensor:
+    """|g| summed over channels, kept as (N, 1, S, S)."""
+    return g.abs().sum(dim=1, keepdim=True)
+
+
+def gradient_maps(
+    terms: GradientTerms, names: Sequence[str], beta: float, options: PredictorOptions
+) -> dict[str, torch.Tensor]:
+    """Turn gradient terms into the requested maps, each (N, S, S)."""
+    sm = lambda m: smooth2d(m, options.sigma, options.kernel)  # noqa: E731
+    rec = terms.rec.sum(dim=1, keepdim=True)
+    out: dict[str, torch.Tensor] = {}
+    if "rec" in names:
+        out["rec"] = rec
+    if "rec_grad" in names:
+        out["rec_grad"] = sm(_abs_map(terms.g_rec))
+    kl_grad = sm(_abs_map(terms.g_kl)) if terms.g_kl is not None else None
+    if "kl_grad" in names:
+        out["kl_grad"] = kl_grad
+    if "elbo_grad" in names:
+        out["elbo_grad"] = sm(_abs_map(terms.g_rec + beta * terms.g_kl))
+    if "combi" in names:
+        out["combi"] = rec * sm(minmax(_abs_map(terms.g_kl)))
+    if "combi_add" in names:
+        out["combi_add"] = minmax(kl_grad) + minmax(rec)
+    return {k: v[:, 0] for k, v in out.items()}
+
+
+def needs(names: Sequence[str]) -> tuple[bool, bool]:
+    """Which backward passes the names require: (reconstruction, KL)."""
+    need_rec = any(n in ("rec_grad", "elbo_grad") for n in names)
+    need_kl = any(n in ("kl_grad", "elbo_grad", "combi", "combi_add") for n in names)
+    return need_rec, need_kl

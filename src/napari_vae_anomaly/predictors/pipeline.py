@@ -1,0 +1,180 @@
+"""Whole-volume prediction: preprocessing, slice batches, maps back on the voxel grid.
+
+``predict_volume`` repeats each checkpoint's preprocessing (``training=False``: every slice,
+none skipped), runs the chosen predictors on chunks of slices (OOM-safe, cancellable, with
+progress), maps every result back onto the input grid with ``from_slices``, multiplies by the
+foreground mask and, with several predictors or models, builds the normalized ensembles.
+Outputs are float32 arrays of the input's shape; ``geometry`` is the input's, unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.geometry import Geometry
+from ..io.volume import Volume
+from .batch import compute_maps, run_chunked
+from .ensemble import ensemble_maps
+from .registry import PredictorOptions, check_names
+
+ENSEMBLE_KEY = "ensemble"
+
+
+class PredictionCancelled(Exception):
+    """Raised when ``should_stop()`` returned True; nothing partial is returned."""
+
+
+@dataclass
+class PredictionResult:
+    """Maps of one volume.
+
+    * ``maps``: predictor name -> float32 map (input shape, 0 outside the foreground). With
+      several models, each is the normalized model ensemble of that predictor.
+    * ``member_maps``: model label -> predictor name -> raw map (only with several models).
+    * ``ensemble``: normalized mean over every (model, predictor) map, when there is more
+      than one; else None.
+    * ``foreground`` (bool), ``geometry`` (the input's), ``normalization`` used.
+    """
+
+    maps: dict[str, np.ndarray]
+    foreground: np.ndarray
+    geometry: Geometry
+    names: list[str]
+    model_labels: list[str]
+    member_maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    ensemble: np.ndarray | None = None
+    normalization: str = "zscore"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary_key(self) -> str:
+        """The map a mask is made from: the ensemble if any, else the single map."""
+        return ENSEMBLE_KEY if self.ensemble is not None else self.names[0]
+
+    @property
+    def primary(self) -> np.ndarray:
+        return self.all_maps()[self.primary_key]
+
+    def all_maps(self) -> dict[str, np.ndarray]:
+        """``maps`` plus ``"ensemble"`` when there is one (the files the CLI writes)."""
+        out = dict(self.maps)
+        if self.ensemble is not None:
+            out[ENSEMBLE_KEY] = self.ensemble
+        return out
+
+
+def model_label(loaded: Any, index: int) -> str:
+    """A short name for a model: ``LoadedModel.name`` (card name or file stem), else ``model<i>``."""
+    name = getattr(loaded, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    p = getattr(loaded, "path", None)
+    if p:
+        name = Path(p).name
+        for ext in (".safetensors", ".pt", ".ckpt"):
+            name = name.removesuffix(ext)
+        return name
+    return f"model{index}"
+
+
+def slice_maps(
+    loaded: Any,
+    images: np.ndarray,
+    masks: np.ndarray | None,
+    names: Sequence[str],
+    options: PredictorOptions,
+    on_chunk: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, np.ndarray]:
+    """Maps (N, S, S) of a stack of preprocessed slices, chunk by chunk."""
+    model = loaded.model if hasattr(loaded, "model") else loaded
+
+    def one(sl: slice) -> dict[str, np.ndarray]:
+        m = None if masks is None else masks[sl]
+        return compute_maps(model, images[sl], names, options, mask=m)
+
+    parts = run_chunked(
+        one, len(images), options.chunk,
+        on_chunk=None if on_chunk is None else (lambda sl, _r: on_chunk(sl.stop - sl.start)),
+        should_stop=should_stop,
+    )
+    if should_stop is not None and should_stop():
+        raise PredictionCancelled("prediction cancelled")
+    s = images.shape[-1]
+    return {
+        n: np.concatenate([p[n] for p in parts]) if parts else np.zeros((0, s, s), np.float32)
+        for n in names
+    }
+
+
+def predict_volume(
+    volume: Volume,
+    models: Sequence[Any],
+    names: Sequence[str],
+    options: PredictorOptions | None = None,
+    ensemble: str = "zscore",
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> PredictionResult:
+    """Anomaly maps of ``volume`` from one or more loaded checkpoints.
+
+    ``models``: objects with ``.model`` (VAE) and ``.preprocess`` (PreprocessConfig), as
+    returned by ``load_checkpoint``. The foreground comes from the first model's preprocessing
+    and is shared by all, so every map covers the same voxels. ``progress(done, total)``
+    counts slices over all models; ``should_stop()`` is polled between chunks and raises
+    :class:`PredictionCancelled`.
+    """
+    from ..preprocessing import foreground_mask, from_slices, preprocess_volume
+
+    names = check_names(list(names))
+    if not models:
+        raise ValueError("no model given")
+    o = options or PredictorOptions()
+    data = np.asarray(volume.data)
+    flat = data.ndim == 2
+    if flat:
+        data = data[None]
+    cfg0 = models[0].preprocess
+    fg = foreground_mask(data, getattr(cfg0, "foreground", "auto"))
+    batches = [preprocess_volume(data, m.preprocess, mask=fg, training=False) for m in models]
+    total = int(sum(len(b.images) for b in batches))
+    done = 0
+    if progress is not None:
+        progress(0, total)
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    labels = [model_label(m, i) for i, m in enumerate(models)]
+    labels = [lab if labels.count(lab) == 1 else f"{lab}_{i}" for i, lab in enumerate(labels)]
+    fgf = fg.astype(np.float32)
+    members: dict[str, dict[str, np.ndarray]] = {}
+    for loaded, batch, label in zip(models, batches, labels, strict=True):
+        sm = slice_maps(loaded, batch.images, batch.masks, names, o, tick, should_stop)
+        members[label] = {
+            n: (np.asarray(from_slices(sm[n], batch, fill=0.0), np.float32) * fgf) for n in names
+        }
+    if flat:
+        fg = fg[0]
+        members = {k: {n: m[0] for n, m in v.items()} for k, v in members.items()}
+    if len(models) == 1:
+        maps = members[labels[0]]
+        member_maps: dict[str, dict[str, np.ndarray]] = {}
+    else:
+        maps = {n: ensemble_maps([members[k][n] for k in labels], fg, ensemble) for n in names}
+        member_maps = members
+    ens = None
+    if len(names) * len(models) > 1:
+        ens = ensemble_maps([members[k][n] for k in labels for n in names], fg, ensemble)
+    return PredictionResult(
+        maps=maps, foreground=fg, geometry=volume.geometry, names=names, model_labels=labels,
+        member_maps=member_maps, ensemble=ens, normalization=ensemble, options=o.to_dict(),
+    )

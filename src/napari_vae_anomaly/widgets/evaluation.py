@@ -1,0 +1,412 @@
+"""The Evaluation dock widget: metrics of anomaly maps against a ground truth, and calibration.
+
+A thin view. Metrics come from :func:`workers.evaluation_worker.evaluate_maps` (run in a napari
+worker), the plots from :func:`study.plots.draw_roc_pr`, the calibration from
+:mod:`study.calibrate`.
+
+**Evaluate**: the chosen maps (heatmap Image layers, or a Labels mask) against a ground-truth
+Labels layer, inside an optional foreground layer (its nonzero voxels). Dice is taken at each
+map's threshold: the fixed value in the box when ticked, else the threshold stored by the
+Detect widget in ``metadata["vae_anomaly"]["threshold"]``, else (shown as such) the 99th
+percentile of the map's foreground; a Labels map uses ``> 0``. The oracle Dice is the best over
+all thresholds on these labels and is labelled as an oracle.
+
+**Calibrate from my corrections**: the user corrects the detector's mask (a Labels layer) on a
+few slices. The slices they touched are those where the layer differs from its *reference*:
+``metadata["anomaly_original_mask"]`` when the Detect widget stored one, else a copy this widget
+takes when the layer is first chosen as the corrected mask (or when "Snapshot" is pressed, i.e.
+before correcting). Alternatively a slice range can be given. On those slices the threshold
+(and, for several maps, the weights of a weighted mean of their z-scored maps) maximizing Dice
+is fitted and applied to the whole volume in a NEW Labels layer; the corrected layer is never
+changed. Slices are taken along the first axis napari is not displaying (axis 0 by default).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..study.calibrate import Calibration, calibrate, edited_slices
+from ._common import connect_layer_list, info, report_error, user_errors, warn
+
+if TYPE_CHECKING:
+    import napari
+
+ORIGINAL_KEY = "anomaly_original_mask"
+TAG = "vae_anomaly"
+NONE = "(none)"
+COLUMNS = (
+    ("auroc", "AUROC"),
+    ("auprc", "AUPRC"),
+    ("threshold", "threshold"),
+    ("dice", "Dice @ threshold"),
+    ("oracle_dice", "oracle Dice (best, on these labels)"),
+    ("slice_auroc_max", "slice AUROC (max)"),
+)
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _is_labels(layer: Any) -> bool:
+    from napari.layers import Labels
+
+    return isinstance(layer, Labels)
+
+
+def _is_image(layer: Any) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and not getattr(layer, "rgb", False)
+
+
+class _Combo(QComboBox):
+    """Layers of the viewer that pass ``accept``, optionally with a "(none)" entry."""
+
+    def __init__(self, viewer: Any, accept: Any, optional: bool = False) -> None:
+        super().__init__()
+        self._viewer, self._accept, self._optional = viewer, accept, optional
+        self.refresh()
+
+    def refresh(self) -> None:
+        current = self.currentText()
+        names = ([NONE] if self._optional else []) + [
+            layer.name for layer in self._viewer.layers if self._accept(layer)
+        ]
+        if names == [self.itemText(i) for i in range(self.count())]:
+            return
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        self.currentTextChanged.emit(self.currentText())
+
+    def layer(self) -> Any | None:
+        name = self.currentText()
+        return self._viewer.layers[name] if name and name in self._viewer.layers else None
+
+
+class EvaluationWidget(QWidget):
+    """Metrics and ROC/PR plots of maps vs ground truth; threshold calibration from edits."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._snapshots: dict[int, np.ndarray] = {}  # id(layer) -> mask copy (reference)
+        self._worker: Any = None
+        self.evaluation: Any = None  # last MapsEvaluation
+        self.calibration: Calibration | None = None
+        self.calibrated_layer: Any = None
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.maps = QListWidget()
+        self.maps.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.maps.setMaximumHeight(110)
+        self.maps.setToolTip("Heatmap Image layers (or a Labels mask) to evaluate; several for an ensemble")
+        form.addRow("Anomaly maps", self.maps)
+        self.truth = _Combo(napari_viewer, _is_labels)
+        form.addRow("Ground truth", self.truth)
+        self.foreground = _Combo(napari_viewer, lambda ly: _is_labels(ly) or _is_image(ly), True)
+        self.foreground.setToolTip("Only voxels where this layer is nonzero count (e.g. the brain)")
+        form.addRow("Foreground", self.foreground)
+        thr = QHBoxLayout()
+        self.fixed = QCheckBox("fixed")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setDecimals(4)
+        self.threshold.setRange(-1e9, 1e9)
+        self.threshold.setEnabled(False)
+        self.fixed.toggled.connect(self.threshold.setEnabled)
+        thr.addWidget(self.fixed)
+        thr.addWidget(self.threshold)
+        form.addRow("Threshold", thr)
+        layout.addLayout(form)
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.clicked.connect(self.evaluate)
+        layout.addWidget(self.evaluate_button)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels([c[1] for c in COLUMNS])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setMinimumHeight(90)
+        layout.addWidget(self.table)
+        self.notes = QLabel("")
+        self.notes.setWordWrap(True)
+        layout.addWidget(self.notes)
+        self._make_canvas(layout)
+        layout.addWidget(self._make_calibration_box())
+        layout.addStretch(1)
+
+        connect_layer_list(napari_viewer, self._refresh)
+        self.corrected.currentTextChanged.connect(self._remember_reference)
+        self._refresh()
+
+    # ------------------------------------------------------------------ building
+    def _make_canvas(self, layout: QVBoxLayout) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(5, 2.4), layout="constrained")
+        self.ax_roc, self.ax_pr = self.figure.subplots(1, 2)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(200)
+        layout.addWidget(self.canvas)
+
+    def _make_calibration_box(self) -> QGroupBox:
+        box = QGroupBox("Calibrate from my corrections")
+        form = QFormLayout(box)
+        self.corrected = _Combo(self.viewer, _is_labels)
+        self.corrected.setToolTip(
+            "The mask you corrected on a few slices (it is never changed; the result is a new layer)"
+        )
+        form.addRow("Corrected mask", self.corrected)
+        self.snapshot_button = QPushButton("Snapshot (before correcting)")
+        self.snapshot_button.setToolTip(
+            "Remember the mask as it is now; slices that differ later count as corrected"
+        )
+        self.snapshot_button.clicked.connect(lambda: self._remember_reference(force=True))
+        form.addRow(self.snapshot_button)
+        rng = QHBoxLayout()
+        self.use_range = QCheckBox("slices")
+        self.first = QSpinBox()
+        self.last = QSpinBox()
+        for s in (self.first, self.last):
+            s.setRange(0, 100_000)
+            s.setEnabled(False)
+            self.use_range.toggled.connect(s.setEnabled)
+        rng.addWidget(self.use_range)
+        rng.addWidget(self.first)
+        rng.addWidget(QLabel("to"))
+        rng.addWidget(self.last)
+        form.addRow("Use range", rng)
+        self.calibrate_button = QPushButton("Calibrate from my corrections")
+        self.calibrate_button.clicked.connect(self.calibrate)
+        form.addRow(self.calibrate_button)
+        self.fit_label = QLabel("")
+        self.fit_label.setWordWrap(True)
+        form.addRow(self.fit_label)
+        return box
+
+    # ------------------------------------------------------------------ layers
+    def _refresh(self) -> None:
+        try:
+            for combo in (self.truth, self.foreground, self.corrected):
+                combo.refresh()
+            selected = {i.text() for i in self.maps.selectedItems()}
+            names = [ly.name for ly in self.viewer.layers if _is_image(ly) or _is_labels(ly)]
+            if names != [self.maps.item(i).text() for i in range(self.maps.count())]:
+                self.maps.clear()
+                for n in names:
+                    item = QListWidgetItem(n)
+                    self.maps.addItem(item)
+                    item.setSelected(n in selected)
+        except RuntimeError:  # Qt object already deleted while napari still calls back
+            pass
+
+    def select_maps(self, names: list[str]) -> None:
+        for i in range(self.maps.count()):
+            item = self.maps.item(i)
+            item.setSelected(item.text() in names)
+
+    def selected_map_layers(self) -> list[Any]:
+        return [self.viewer.layers[i.text()] for i in self.maps.selectedItems() if i.text() in self.viewer.layers]
+
+    def slicing_axis(self) -> int:
+        """The first axis napari does not display (the one slices are taken along)."""
+        dims = self.viewer.dims
+        hidden = [a for a in dims.order if a not in dims.displayed]
+        return int(hidden[0]) if hidden else 0
+
+    def _foreground(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        layer = self.foreground.layer()
+        if layer is None:
+            return None
+        fg = np.asarray(layer.data) != 0
+        if fg.shape != shape:
+            raise ValueError(f"foreground {layer.name!r} has shape {fg.shape}, the maps {shape}")
+        return fg
+
+    def _threshold_of(self, layer: Any) -> tuple[float, str]:
+        if _is_labels(layer):
+            return 0.0, "label > 0"
+        if self.fixed.isChecked():
+            return float(self.threshold.value()), "fixed"
+        tag = layer.metadata.get(TAG) or {}
+        if isinstance(tag, dict) and tag.get("threshold") is not None:
+            return float(tag["threshold"]), "from the detection"
+        return math.nan, "p99"
+
+    # ------------------------------------------------------------------ evaluation
+    def _collect(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None, dict[str, float], list[str]]:
+        layers = self.selected_map_layers()
+        truth_layer = self.truth.layer()
+        if not layers:
+            raise ValueError("choose at least one anomaly map")
+        if truth_layer is None:
+            raise ValueError("choose a ground-truth Labels layer")
+        truth = np.asarray(truth_layer.data)
+        maps = {ly.name: np.asarray(ly.data, dtype=np.float32) for ly in layers if ly is not truth_layer}
+        fg = self._foreground(truth.shape)
+        thresholds, notes = {}, []
+        for ly in layers:
+            if ly is truth_layer:
+                continue
+            t, how = self._threshold_of(ly)
+            if how == "p99":
+                vals = maps[ly.name][fg] if fg is not None else maps[ly.name]
+                t = float(np.percentile(vals, 99)) if vals.size else 0.0
+                notes.append(f"{ly.name}: threshold = 99th percentile of the map (no threshold set)")
+            thresholds[ly.name] = t
+        return maps, truth, fg, thresholds, notes
+
+    def evaluate(self) -> None:
+        """Compute the metrics in a worker; the table and plots update when it returns."""
+        from napari.qt.threading import create_worker
+
+        from ..workers.evaluation_worker import evaluate_maps
+
+        try:
+            maps, truth, fg, thresholds, notes = self._collect()
+        except ValueError as exc:
+            report_error(exc, "Evaluate")
+            return
+        self._pending_notes = notes
+        self.evaluate_button.setEnabled(False)
+        self._worker = create_worker(
+            evaluate_maps, maps, truth, fg, thresholds, self.slicing_axis(), _start_thread=False
+        )
+        self._worker.returned.connect(self._show)
+        self._worker.errored.connect(lambda exc: report_error(exc, "Evaluate"))
+        self._worker.finished.connect(lambda: self.evaluate_button.setEnabled(True))
+        self._worker.start()
+
+    def _show(self, evaluation: Any) -> None:
+        from ..study.plots import draw_roc_pr
+
+        self.evaluation = evaluation
+        rows = evaluation.result.rows
+        self.table.setRowCount(len(rows))
+        self.table.setVerticalHeaderLabels([str(r.get("predictor", "")) for r in rows])
+        for i, row in enumerate(rows):
+            for j, (key, _) in enumerate(COLUMNS):
+                self.table.setItem(i, j, QTableWidgetItem(_fmt(row.get(key))))
+        self.table.resizeColumnsToContents()
+        self.notes.setText("\n".join([*getattr(self, "_pending_notes", []), *evaluation.result.notes]))
+        self.ax_roc.clear()
+        self.ax_pr.clear()
+        draw_roc_pr(self.ax_roc, self.ax_pr, evaluation.curves, evaluation.prevalence)
+        self.canvas.draw_idle()
+
+    # ------------------------------------------------------------------ calibration
+    def _remember_reference(self, *_: Any, force: bool = False) -> None:
+        layer = self.corrected.layer()
+        if layer is None:
+            return
+        if force or id(layer) not in self._snapshots:
+            self._snapshots[id(layer)] = np.array(layer.data, copy=True)
+            if force:
+                info(f"Snapshot of {layer.name!r} taken: correct it, then press Calibrate")
+
+    def reference_of(self, layer: Any) -> np.ndarray | None:
+        """The mask before the user's corrections (see the module docstring)."""
+        ref = layer.metadata.get(ORIGINAL_KEY)
+        if ref is not None and np.shape(ref) == np.shape(layer.data):
+            return np.asarray(ref)
+        return self._snapshots.get(id(layer))
+
+    def corrected_slices(self, layer: Any, axis: int) -> np.ndarray:
+        if self.use_range.isChecked():
+            lo, hi = sorted((self.first.value(), self.last.value()))
+            return np.arange(lo, min(hi, layer.data.shape[axis] - 1) + 1)
+        ref = self.reference_of(layer)
+        if ref is None:
+            raise ValueError("no reference copy of the mask: press Snapshot before correcting, or give a slice range")
+        return edited_slices(np.asarray(layer.data), ref, axis)
+
+    def calibrate(self) -> None:
+        """Fit threshold (and weights) on the corrected slices; add the result as a new layer."""
+        with user_errors("Calibrate"):
+            layer = self.corrected.layer()
+            if layer is None:
+                raise ValueError("choose the corrected mask (a Labels layer)")
+            maps_layers = [ly for ly in self.selected_map_layers() if _is_image(ly)]
+            if not maps_layers:
+                raise ValueError("choose one or more heatmap Image layers as anomaly maps")
+            axis = self.slicing_axis()
+            slices = self.corrected_slices(layer, axis)
+            if slices.size == 0:
+                raise ValueError(f"{layer.name!r} has no corrected slice yet (it equals its snapshot)")
+            maps = [np.asarray(ly.data, dtype=np.float32) for ly in maps_layers]
+            corrected = np.asarray(layer.data)
+            fg = self._foreground(corrected.shape)
+            ref = self.reference_of(layer)
+            default = None
+            if ref is None and len(maps) == 1:
+                default = self._threshold_of(maps_layers[0])[0]
+            cal = calibrate(maps, corrected, slices, axis, fg, before=ref, default_threshold=default)
+            self.calibration = cal
+            mask = cal.apply(maps, fg)
+            kwargs = {
+                "scale": tuple(layer.scale),
+                "translate": tuple(layer.translate),
+                "metadata": {
+                    k: v for k, v in layer.metadata.items() if k not in (ORIGINAL_KEY,)
+                }
+                | {
+                    "calibration": {
+                        "threshold": cal.threshold,
+                        "weights": list(cal.weights),
+                        "maps": [ly.name for ly in maps_layers],
+                        "slices": list(cal.slices),
+                        "axis": axis,
+                        "dice_before": cal.dice_before,
+                        "dice_after": cal.dice_after,
+                    }
+                },
+            }
+            self.calibrated_layer = self.viewer.add_labels(
+                mask, name=self._new_name(f"{layer.name} calibrated"), opacity=0.7, **kwargs
+            )
+            names = ", ".join(f"{ly.name} {w:.2f}" for ly, w in zip(maps_layers, cal.weights, strict=True))
+            text = (
+                f"Fit on {len(cal.slices)} corrected slices: Dice {_fmt(cal.dice_before)} before, "
+                f"{_fmt(cal.dice_after)} after; threshold {cal.threshold:.4g}"
+                + (f"; weights {names}" if len(maps) > 1 else "")
+                + "".join(f"\n{n}" for n in cal.notes)
+            )
+            self.fit_label.setText(text)
+            if cal.dice_after < cal.dice_before:
+                warn("Calibration fits the corrected slices worse than the original mask")
+
+    def _new_name(self, base: str) -> str:
+        names = {ly.name for ly in self.viewer.layers}
+        if base not in names:
+            return base
+        k = 2
+        while f"{base} [{k}]" in names:
+            k += 1
+        return f"{base} [{k}]"

@@ -1,0 +1,190 @@
+"""Creating and updating the layers a detection adds over a scan: heatmaps and the mask.
+
+Kept apart from the Detect widget so the rules live in one place:
+
+* every derived layer gets the source layer's scale, translate and ``metadata["geometry"]``,
+  so a mask saved from napari lands exactly on the scan;
+* our layers carry a ``metadata["vae_anomaly"]`` tag (role, map name, source name) so the
+  widget can leave them out of its image list and find them again;
+* rerunning updates our own heatmaps in place instead of stacking duplicates;
+* a Labels layer the user has edited is never overwritten: :class:`MaskLayer` notices edits
+  (napari's ``paint`` event, replaced data, or a checksum of what we wrote that no longer
+  matches) and the next write goes to a new layer ``"<image> anomaly mask [2]"``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+
+TAG = "vae_anomaly"
+HEATMAP_COLORMAP = "inferno"
+HEATMAP_OPACITY = 0.6
+HEATMAP_BLENDING = "additive"
+ROBUST_PERCENTILES = (1.0, 99.5)
+
+
+def role_of(layer: Any) -> str | None:
+    """``"heatmap"``/``"mask"`` for layers this plugin made, else None."""
+    tag = getattr(layer, "metadata", {}).get(TAG)
+    return tag.get("role") if isinstance(tag, dict) else None
+
+
+def is_scan_layer(layer: Any) -> bool:
+    """An Image layer the user can run detection on (not one of our heatmaps, not RGB)."""
+    from napari.layers import Image
+
+    return (
+        isinstance(layer, Image)
+        and role_of(layer) != "heatmap"
+        and not getattr(layer, "rgb", False)
+        and layer.ndim in (2, 3)
+    )
+
+
+def derived_kwargs(source: Any, role: str, map_name: str = "") -> dict[str, Any]:
+    """scale, translate and metadata (geometry + our tag) for a layer derived from ``source``."""
+    from ..io import Geometry
+
+    meta: dict[str, Any] = {}
+    geometry = Geometry.from_metadata(source.metadata)
+    if geometry is None:  # a scan napari opened itself: its scale/translate are all we know
+        geometry = Geometry.from_napari(source.scale, source.translate)
+    meta["geometry"] = geometry.to_dict()
+    meta[TAG] = {"role": role, "map": map_name, "source": source.name}
+    return {
+        "scale": tuple(float(s) for s in source.scale),
+        "translate": tuple(float(t) for t in source.translate),
+        "metadata": meta,
+    }
+
+
+def robust_limits(
+    data: np.ndarray, foreground: np.ndarray | None = None,
+    percentiles: tuple[float, float] = ROBUST_PERCENTILES,
+) -> tuple[float, float]:
+    """Contrast limits from percentiles of the foreground values (all finite values if none).
+
+    A handful of extreme voxels would otherwise squash the whole heatmap into one colour.
+    """
+    values = data[foreground] if foreground is not None and foreground.any() else data
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    if values.size > 2_000_000:  # percentiles of a subsample are as good and 10x faster
+        values = values[:: values.size // 1_000_000]
+    lo, hi = (float(v) for v in np.percentile(values, percentiles))
+    if not hi > lo:
+        hi = lo + (abs(lo) * 1e-3 or 1e-6)
+    return lo, hi
+
+
+def unique_layer_name(viewer: Any, base: str) -> str:
+    """``base`` if free, else ``"base [2]"``, ``"base [3]"``..."""
+    names = {layer.name for layer in viewer.layers}
+    if base not in names:
+        return base
+    k = 2
+    while f"{base} [{k}]" in names:
+        k += 1
+    return f"{base} [{k}]"
+
+
+def upsert_heatmap(
+    viewer: Any, source: Any, map_name: str, data: np.ndarray,
+    foreground: np.ndarray | None = None, existing: Any | None = None,
+) -> Any:
+    """Show ``data`` as the heatmap ``"<image> <map>"`` over ``source``; returns the layer.
+
+    ``existing``: a heatmap layer this widget made earlier for the same source and map; it is
+    updated in place when it is still in the viewer.
+    """
+    lo, hi = robust_limits(data, foreground)
+    if existing is not None and existing in viewer.layers and role_of(existing) == "heatmap":
+        existing.data = data
+        full = (float(np.nanmin(data)), float(np.nanmax(data)))
+        existing.contrast_limits_range = (min(full[0], lo), max(full[1], hi))
+        existing.contrast_limits = (lo, hi)
+        existing.metadata.update(derived_kwargs(source, "heatmap", map_name)["metadata"])
+        return existing
+    return viewer.add_image(
+        data,
+        name=f"{source.name} {map_name}",
+        colormap=HEATMAP_COLORMAP,
+        blending=HEATMAP_BLENDING,
+        opacity=HEATMAP_OPACITY,
+        contrast_limits=(lo, hi),
+        **derived_kwargs(source, "heatmap", map_name),
+    )
+
+
+def _checksum(a: np.ndarray) -> int:
+    return zlib.adler32(memoryview(np.ascontiguousarray(a)).cast("B"))
+
+
+class MaskLayer:
+    """The Labels layer holding a detection's mask, and whether the user has edited it.
+
+    ``write(labels)`` puts a new mask into the layer we made last, unless the user edited it
+    (or deleted it): then a new layer is added and ``write`` reports it so the widget can
+    tell the user.
+    """
+
+    def __init__(self, viewer: Any, source: Any) -> None:
+        self.viewer = viewer
+        self.source = source
+        self.layer: Any | None = None
+        self._written: np.ndarray | None = None
+        self._checksum: int | None = None
+        self._painted = False
+
+    @property
+    def base_name(self) -> str:
+        return f"{self.source.name} anomaly mask"
+
+    def _on_paint(self, event: Any = None) -> None:
+        self._painted = True
+
+    def is_edited(self) -> bool:
+        """True when the user changed the layer's voxels since our last write."""
+        layer = self.layer
+        if layer is None or self._written is None:
+            return False
+        if self._painted or layer.data is not self._written:
+            return True
+        return _checksum(layer.data) != self._checksum
+
+    def is_alive(self) -> bool:
+        return self.layer is not None and self.layer in self.viewer.layers
+
+    def write(self, labels: np.ndarray) -> tuple[Any, bool]:
+        """Show ``labels``; returns (layer, new_layer_because_edited)."""
+        kept_edited = self.is_alive() and self.is_edited()
+        if self.is_alive() and not kept_edited:
+            self.layer.data = labels
+        else:
+            self._detach()
+            self.layer = self.viewer.add_labels(
+                labels,
+                name=unique_layer_name(self.viewer, self.base_name),
+                opacity=0.7,
+                **derived_kwargs(self.source, "mask"),
+            )
+            self.layer.events.paint.connect(self._on_paint)
+        self._written = self.layer.data
+        self._checksum = _checksum(self._written)
+        self._painted = False
+        return self.layer, kept_edited
+
+    def _detach(self) -> None:
+        if self.layer is not None:
+            try:
+                self.layer.events.paint.disconnect(self._on_paint)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        self.layer = None
+        self._written = None
+        self._checksum = None
+        self._painted = False

@@ -1,0 +1,92 @@
+"""``napari-vae-anomaly predict``: files, geometry, corrupt cases, no silent overwrite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _models import phantom_setup
+from napari_vae_anomaly.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """A saved checkpoint (with normal reference) and three inputs, one of them corrupt."""
+    from types import SimpleNamespace
+
+    from napari_vae_anomaly.data.phantom import make_phantom
+    from napari_vae_anomaly.io.geometry import Geometry
+    from napari_vae_anomaly.io.write import write_volume
+    from napari_vae_anomaly.models.checkpoint import save_checkpoint
+
+    d = tmp_path_factory.mktemp("cohort")
+    loaded, test = phantom_setup()
+    ref = SimpleNamespace(images=loaded.normal_images, masks=loaded.normal_masks)
+    ckpt = save_checkpoint(d / "tiny.safetensors", loaded.model, {"name": "tiny"},
+                           loaded.preprocess, normal_reference=ref)
+    a, b = np.deg2rad(15.0), np.deg2rad(-10.0)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    geo = Geometry((0.9, 1.1, 2.5), (-40.0, 10.0, 5.0), tuple((rz @ rx).ravel()))
+    first = write_volume(d / "case01.nii.gz", test.image, geo)
+    other = make_phantom(seed=8, shape=(20, 40, 44), lesions=True)
+    second = write_volume(d / "case02.nrrd", other.image, other.geometry)
+    bad = d / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not really a gzip file")
+    return SimpleNamespace(dir=d, ckpt=ckpt, first=first, second=second, bad=bad, geo=geo,
+                           shapes={"case01": test.image.shape, "case02": other.image.shape})
+
+
+def test_cohort_with_a_corrupt_case(cohort, tmp_path, capsys):
+    from napari_vae_anomaly.io.read import read_volume
+
+    out = tmp_path / "out"
+    argv = ["predict", str(cohort.first), str(cohort.bad), str(cohort.second), "--model",
+            str(cohort.ckpt), "--predictor", "rec", "--predictor", "combi", "--min-size", "3",
+            "--out-dir", str(out), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "broken.nii.gz" in err and "2 of 3 case(s) done" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{c}_{k}.nii.gz" for c in ("case01", "case02") for k in ("rec", "combi", "ensemble", "mask"))
+    m = read_volume(out / "case01_rec.nii.gz")
+    assert m.data.dtype == np.float32 and m.shape == cohort.shapes["case01"]
+    np.testing.assert_allclose(m.geometry.spacing, cohort.geo.spacing, rtol=1e-5)
+    np.testing.assert_allclose(m.geometry.origin, cohort.geo.origin, atol=1e-4)
+    np.testing.assert_allclose(m.geometry.direction, cohort.geo.direction, atol=1e-5)
+    mask = read_volume(out / "case02_mask.nii.gz")
+    assert mask.data.dtype == np.uint8 and mask.shape == cohort.shapes["case02"]
+    assert set(np.unique(mask.data)) <= {0, 1}
+
+
+def test_refuses_to_overwrite_then_overwrites(cohort, tmp_path, capsys):
+    out = tmp_path / "o"
+    base = ["predict", str(cohort.first), "--model", str(cohort.ckpt), "--threshold", "0.5",
+            "--out-dir", str(out), "--no-progress"]
+    assert main(base) == 0
+    files = sorted(out.iterdir())
+    assert [p.name for p in files] == ["case01_combi.nii.gz", "case01_mask.nii.gz"]
+    stamp = {p: p.stat().st_mtime_ns for p in files}
+    capsys.readouterr()
+    assert main(base) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in files} == stamp
+    assert main([*base, "--overwrite"]) == 0
+
+
+def test_fixed_threshold_mask_is_map_above_it(cohort, tmp_path):
+    from napari_vae_anomaly.io.read import read_volume
+
+    out = tmp_path / "t"
+    assert main(["predict", str(cohort.second), "--model", str(cohort.ckpt), "--predictor",
+                 "rec", "--threshold", "0.3", "--out-dir", str(out), "--no-progress"]) == 0
+    rec = read_volume(out / "case02_rec.nii.gz").data
+    mask = read_volume(out / "case02_mask.nii.gz").data
+    np.testing.assert_array_equal(mask, (rec > 0.3).astype(np.uint8))
+
+
+def test_bad_model_is_a_one_line_error(cohort, tmp_path, capsys):
+    assert main(["predict", str(cohort.first), "--model", str(cohort.bad), "--no-progress",
+                 "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.nii.gz" in err[0]

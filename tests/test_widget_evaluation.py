@@ -1,0 +1,128 @@
+"""Evaluation widget under the virtual X server: metrics, plots, calibration to a new layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_vae_anomaly.widgets.evaluation import COLUMNS, ORIGINAL_KEY, EvaluationWidget
+
+
+def _scene():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((10, 32, 32), np.uint8)
+    truth[3:7, 10:18, 10:18] = 1
+    heat = (truth * 2.0 + rng.normal(0, 0.5, truth.shape)).astype(np.float32)
+    other = rng.normal(0, 1, truth.shape).astype(np.float32)
+    return truth, heat, other
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    truth, heat, other = _scene()
+    viewer.add_image(heat, name="heat", scale=(2.0, 1.0, 1.0))
+    viewer.add_image(other, name="noise", scale=(2.0, 1.0, 1.0))
+    viewer.add_labels(truth, name="truth", scale=(2.0, 1.0, 1.0))
+    w = EvaluationWidget(viewer)
+    qtbot.addWidget(w)
+    return viewer, w, truth, heat
+
+
+def test_metrics_table_and_plots(widget, qtbot):
+    viewer, w, truth, heat = widget
+    w.select_maps(["heat", "noise"])
+    w.truth.setCurrentText("truth")
+    w.fixed.setChecked(True)
+    w.threshold.setValue(1.0)
+    w.evaluate()
+    qtbot.waitUntil(lambda: w.table.rowCount() == 2, timeout=20000)
+    headers = [w.table.horizontalHeaderItem(j).text() for j in range(w.table.columnCount())]
+    assert any("oracle" in h for h in headers)
+    rows = {r["predictor"]: r for r in w.evaluation.result.rows}
+    assert rows["heat"]["auroc"] > 0.95
+    assert abs(rows["noise"]["auroc"] - 0.5) < 0.1
+    assert rows["heat"]["oracle_dice"] >= rows["heat"]["dice"]
+    assert rows["heat"]["threshold"] == 1.0
+    col = [k for k, _ in COLUMNS].index("auroc")
+    assert float(w.table.item(0, col).text()) == pytest.approx(rows["heat"]["auroc"], abs=1e-3)
+    assert len(w.ax_roc.lines) >= 3  # chance diagonal + one curve per map
+    assert w.evaluate_button.isEnabled()
+
+
+def test_labels_layer_as_map(widget, qtbot):
+    viewer, w, truth, heat = widget
+    viewer.add_labels((heat > 1.0).astype(np.uint8), name="detected")
+    w.select_maps(["detected"])
+    w.truth.setCurrentText("truth")
+    w.evaluate()
+    qtbot.waitUntil(lambda: w.table.rowCount() == 1, timeout=20000)
+    row = w.evaluation.result.rows[0]
+    assert row["threshold"] == 0.0 and row["dice"] > 0.5
+
+
+def test_calibrate_from_corrections_creates_new_layer(widget, qtbot):
+    viewer, w, truth, heat = widget
+    detected = (heat > 2.2).astype(np.uint8)  # too strict: misses lesion voxels
+    mask = viewer.add_labels(detected.copy(), name="heat anomaly mask", scale=(2.0, 1.0, 1.0))
+    w.corrected.setCurrentText("heat anomaly mask")  # snapshot taken now
+    w.select_maps(["heat"])
+    # the user corrects slices 4 and 5 to the truth
+    corrected = mask.data.copy()
+    corrected[4:6] = truth[4:6]
+    mask.data = corrected
+    n_before = len(viewer.layers)
+    w.calibrate()
+    assert len(viewer.layers) == n_before + 1
+    new = viewer.layers[-1]
+    assert new.name == "heat anomaly mask calibrated"
+    assert new is w.calibrated_layer and new is not mask
+    np.testing.assert_array_equal(mask.data, corrected)  # the user's layer is untouched
+    assert tuple(new.scale) == (2.0, 1.0, 1.0)
+    cal = w.calibration
+    assert cal.slices == (4, 5)
+    assert cal.dice_after > cal.dice_before
+    assert new.metadata["calibration"]["slices"] == [4, 5]
+    # the new mask beats the uncorrected detection on the whole volume
+    from napari_vae_anomaly.metrics import dice
+
+    assert dice(new.data, truth) > dice(detected, truth)
+    assert "before" in w.fit_label.text()
+
+
+def test_calibrate_uses_stored_original_and_weights(widget, qtbot):
+    viewer, w, truth, heat = widget
+    original = (heat > 2.2).astype(np.uint8)
+    corrected = original.copy()
+    corrected[3] = truth[3]
+    mask = viewer.add_labels(corrected, name="edited", metadata={ORIGINAL_KEY: original})
+    w.corrected.setCurrentText("edited")
+    w.select_maps(["heat", "noise"])
+    w.calibrate()
+    assert w.calibration.slices == (3,)
+    assert len(w.calibration.weights) == 2
+    assert w.calibration.weights[0] > w.calibration.weights[1]
+    assert ORIGINAL_KEY not in viewer.layers[-1].metadata
+    assert mask.data is corrected or np.array_equal(mask.data, corrected)
+
+
+def test_calibrate_without_edits_reports_error(widget, qtbot, monkeypatch):
+    viewer, w, truth, heat = widget
+    messages = []
+    from napari.utils import notifications
+
+    monkeypatch.setattr(notifications, "show_error", messages.append)
+    viewer.add_labels((heat > 2.2).astype(np.uint8), name="untouched")
+    w.corrected.setCurrentText("untouched")
+    w.select_maps(["heat"])
+    n = len(viewer.layers)
+    w.calibrate()
+    assert len(viewer.layers) == n
+    assert messages and "no corrected slice" in messages[-1]
+    # a slice range works without any edit
+    w.use_range.setChecked(True)
+    w.first.setValue(3)
+    w.last.setValue(6)
+    w.calibrate()
+    assert len(viewer.layers) == n + 1
+    assert w.calibration.slices == (3, 4, 5, 6)
