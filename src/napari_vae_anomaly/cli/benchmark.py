@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import AnomalyError
 
 PRESET_NOTE = (
-    "Default: the documented phantom study (3 betas, all predictors, ~20 min on 2 CPU cores). "
+    "Default: the documented phantom study (3 betas, all predictors, about 23 min on 2 shared CPU cores). "
     "--quick: tiny model, few small volumes, two betas (a few minutes)."
 )
 

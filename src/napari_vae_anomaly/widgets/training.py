@@ -463,7 +463,8 @@ class TrainingWidget(QWidget):
         extra += f" (epoch {epoch})" if epoch is not None else ""
         how = "stopped" if reason == "stopped" else f"finished ({reason.replace('_', ' ')})"
         info(f"Training {how}; best model saved to {path}{extra}")
-        self.status_label.setText(f"Training {how}. Model: {path}{extra}")
+        last = f"\nLast batch: {format_status(self.last_progress)}" if self.last_progress else ""
+        self.status_label.setText(f"Training {how}. Model: {path}{extra}{last}")
         loaded = _get(result, "loaded")
         if loaded is not None:
             self._set_model(loaded, path)
