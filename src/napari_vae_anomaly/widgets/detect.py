@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..predictors.registry import PredictorOptions
 from ._common import connect_layer_list, error, info, report_error, warn
 from .heatmap_layers import MaskLayer, is_scan_layer, robust_limits, upsert_heatmap
 from .lesion_table import LesionTable, focus_lesion, label_lesions, lesions_in
@@ -147,11 +148,12 @@ class DetectWidget(QWidget):
             self.predictor_list.addItem(item)
         pl.addWidget(self.predictor_list)
         pf = QFormLayout()
-        self.energy_steps = QSpinBox(minimum=1, maximum=1000, value=20)
-        self.energy_alpha = QDoubleSpinBox(minimum=0.0, maximum=10.0, value=0.5, decimals=3,
-                                           singleStep=0.05)
-        self.energy_lambda = QDoubleSpinBox(minimum=0.0, maximum=10.0, value=0.1, decimals=3,
-                                            singleStep=0.05)
+        defaults = PredictorOptions()  # one source of truth for the energy defaults
+        self.energy_steps = QSpinBox(minimum=1, maximum=1000, value=defaults.energy_steps)
+        self.energy_alpha = QDoubleSpinBox(minimum=0.0, maximum=10.0, decimals=3,
+                                           value=defaults.energy_alpha, singleStep=0.01)
+        self.energy_lambda = QDoubleSpinBox(minimum=0.0, maximum=10.0, decimals=3,
+                                            value=defaults.energy_lambda, singleStep=0.05)
         self.energy_variant = QComboBox()
         self.energy_variant.addItem("|x0 - xT|", "x0_xT")
         self.energy_variant.addItem("|x0 - f(xT)|", "x0_fxT")
@@ -350,7 +352,6 @@ class DetectWidget(QWidget):
                                else Qt.CheckState.Unchecked)
 
     def predictor_options(self) -> Any:
-        from ..predictors.registry import PredictorOptions
 
         return PredictorOptions(energy_steps=self.energy_steps.value(),
                                 energy_alpha=self.energy_alpha.value(),
