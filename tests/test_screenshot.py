@@ -72,7 +72,8 @@ def test_heatmap_visible_on_lesion_not_elsewhere(make_napari_viewer, qtbot):
     assert normal.sum() > 10 * lesion.sum() / 2
     colour = np.abs(with_heat - plain).sum(-1).astype(float)
     inside, outside = colour[lesion].mean(), colour[normal].mean()
-    # measured (widget's default contrast limits): lesion 216, normal tissue 31 (x7)
+    # measured (widget default contrast limits, lower limit near the 92nd percentile):
+    # lesion 167, normal tissue 5 (x35); the assertions leave a wide margin
     assert inside > 60, f"heat colour inside the lesion too faint: {inside:.1f}"
     assert inside > 4 * outside, f"lesion {inside:.1f} vs normal tissue {outside:.1f}"
 

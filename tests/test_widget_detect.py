@@ -387,3 +387,91 @@ def test_works_with_the_public_only_viewer_proxy_plugins_get(
     widget.table.cellClicked.emit(0, 0)
     assert widget.result.mask.layer.selected_label == widget.table.rows[0].label
     widget.shutdown()
+
+
+# --------------------------------------------------------------------------- shared metadata
+def test_mask_and_heatmaps_carry_the_original_mask_and_threshold(setup, qtbot):
+    from napari_vae_anomaly.widgets.heatmap_layers import ORIGINAL_KEY, TAG
+
+    viewer, widget, _ = setup
+    run_and_wait(qtbot, widget)
+    mask = widget.result.mask.layer
+    t_cal = widget.result.outcome.thresholds["rec"]
+    assert mask.metadata[TAG]["threshold"] == pytest.approx(t_cal)
+    assert mask.metadata[TAG]["map"] == mask.metadata[TAG]["predictor"] == "rec"
+    heat = viewer.layers["scan rec"]
+    assert heat.metadata[TAG]["threshold"] == pytest.approx(t_cal)
+    kl = viewer.layers["scan kl_grad"]
+    assert kl.metadata[TAG]["threshold"] == pytest.approx(widget.result.outcome.thresholds["kl_grad"])
+    # a copy of what was written (napari paints into layer.data in place)
+    assert mask.metadata[ORIGINAL_KEY] is not mask.data
+    np.testing.assert_array_equal(mask.metadata[ORIGINAL_KEY], mask.data)
+
+    t = set_quantile(widget, 0.9)  # an unedited mask is rewritten: the original follows
+    assert viewer.layers["scan anomaly mask"] is mask
+    np.testing.assert_array_equal(mask.metadata[ORIGINAL_KEY], mask.data)
+    assert mask.metadata[TAG]["threshold"] == pytest.approx(t)
+    assert heat.metadata[TAG]["threshold"] == pytest.approx(t)
+
+
+def test_heatmap_default_limits_colour_only_the_tail(setup, qtbot):
+    from napari_vae_anomaly.widgets.heatmap_layers import heatmap_limits
+
+    viewer, widget, _ = setup
+    run_and_wait(qtbot, widget)
+    out = widget.result.outcome
+    values = out.maps["rec"][out.foreground]
+    lo, hi = viewer.layers["scan rec"].contrast_limits
+    t = out.thresholds["rec"]
+    assert lo >= np.median(values) - 1e-6
+    assert lo <= max(np.percentile(values, 92), np.median(values)) + 1e-6
+    assert lo <= t or lo == pytest.approx(np.percentile(values, 92), rel=1e-4)
+    assert hi == pytest.approx(max(np.percentile(values, 99.5), t), rel=1e-4)
+    assert np.mean(values > lo) <= 0.5  # at most half the brain is tinted
+
+    rng = np.random.default_rng(0)
+    data = rng.random(10_000).astype(np.float32)  # uniform: percentile p is ~p/100
+    lo, hi = heatmap_limits(data)
+    assert lo == pytest.approx(0.92, abs=0.01) and hi == pytest.approx(0.995, abs=0.01)
+    assert heatmap_limits(data, threshold=0.7)[0] == pytest.approx(0.7)  # threshold lower
+    assert heatmap_limits(data, threshold=0.2)[0] == pytest.approx(0.5, abs=0.01)  # median floor
+    assert heatmap_limits(data, threshold=0.97)[0] == pytest.approx(0.92, abs=0.01)
+    assert heatmap_limits(data, threshold=2.0) == pytest.approx((0.92, 2.0), abs=0.01)
+
+
+def test_evaluation_opened_after_edits_calibrates_on_exactly_the_edited_slices(setup, qtbot):
+    """Detect -> the user corrects 2 slices -> the Detect slider moves on (a new mask layer)
+    -> the Evaluation widget, opened only now, finds those 2 slices and calibrates."""
+    from napari_vae_anomaly.widgets.evaluation import EvaluationWidget
+
+    viewer, widget, _ = setup
+    run_and_wait(qtbot, widget)
+    set_quantile(widget, 0.97)
+    mask = viewer.layers["scan anomaly mask"]
+    fg = widget.result.outcome.foreground
+    edited_z = (6, 15)
+    for z in edited_z:  # the user paints 25 missed foreground voxels on each slice
+        ys, xs = np.nonzero(fg[z] & (mask.data[z] == 0))
+        idx = (np.full(25, z), ys[:25], xs[:25])
+        mask.data_setitem(idx, 1)
+    edited = mask.data.copy()
+    widget.threshold_slider.setValue(max(widget.threshold_slider.value() - 50, 0))
+    assert "scan anomaly mask [2]" in viewer.layers  # the edit was kept
+    t_detect = widget.threshold()
+
+    ev = EvaluationWidget(viewer)
+    qtbot.addWidget(ev)
+    ev.corrected.setCurrentText("scan anomaly mask")
+    ev.select_maps(["scan rec"])
+    np.testing.assert_array_equal(ev.corrected_slices(mask, ev.slicing_axis()), edited_z)
+    assert ev._threshold_of(viewer.layers["scan rec"]) == (pytest.approx(t_detect), "from the detection")
+    n = len(viewer.layers)
+    ev.calibrate()
+    assert len(viewer.layers) == n + 1
+    new = ev.calibrated_layer
+    assert new is viewer.layers[-1] and new.name == "scan anomaly mask calibrated"
+    assert ev.calibration.slices == edited_z
+    assert np.isfinite(ev.calibration.dice_before)  # from the stored original, not a default
+    np.testing.assert_array_equal(mask.data, edited)  # the corrected layer is unchanged
+    np.testing.assert_allclose(new.scale, mask.scale)
+    assert new.data.shape == mask.data.shape and new.data.any()

@@ -28,9 +28,6 @@ DEMO_PREDICTORS = ("rec", "kl_grad", "combi")
 DEMO_ENSEMBLE = "zscore"
 DETECT_WIDGET = "Detect anomalies"
 WINDOW_SIZE = (1280, 900)  # fits the virtual X server's 1280x1024 screen
-# Heatmap colour from the 95th to the 99.9th percentile of the foreground: normal tissue
-# stays uncoloured, so the heat marks only what stands out.
-HEAT_PERCENTILES = (92.0, 99.0)
 # The mask flags voxels scoring above what 2 % of the model's normal reference voxels reach,
 # in components of at least 30 voxels. Picked by eye on this sample for a readable first
 # view (the widget's defaults, 1 % and 8 voxels, missed most of its largest lesion); it is a
@@ -89,14 +86,12 @@ def show_slice(viewer: Any, layer: Any, index: tuple[int, ...]) -> None:
     viewer.dims.set_point(0, float(world[0]))
 
 
-def emphasize_heatmap(layer: Any, foreground: np.ndarray | None,
-                      percentiles: tuple[float, float] = HEAT_PERCENTILES) -> tuple[float, float]:
-    """Set the heatmap's contrast limits to high percentiles of its foreground values."""
-    from .widgets.heatmap_layers import robust_limits
+def emphasize_heatmap(layer: Any, foreground: np.ndarray | None) -> tuple[float, float]:
+    """Colour only the heatmap's anomalous tail: the Detect widget's default contrast limits
+    (:func:`..widgets.heatmap_layers.heatmap_limits`, threshold from the layer's tag)."""
+    from .widgets.heatmap_layers import apply_heatmap_limits
 
-    lo, hi = robust_limits(np.asarray(layer.data), foreground, percentiles)
-    layer.contrast_limits = (lo, hi)
-    return lo, hi
+    return apply_heatmap_limits(layer, foreground)
 
 
 def _sample_layers(viewer: Any) -> tuple[Any, Any]:

@@ -8,6 +8,9 @@ background worker (:mod:`..workers.detect_worker`), the mask from
 Results are bound to the layer the job started from (the user may switch layers meanwhile);
 a mask the user edited is never overwritten; the threshold slider re-thresholds the cached
 map without recomputing anything. Keyboard shortcuts on the viewer: see :data:`SHORTCUTS`.
+
+In three modules: this one (jobs, models, scan list, keys, settings, closing),
+:mod:`.detect_form` (the controls) and :mod:`.detect_result` (result layers, threshold).
 """
 
 from __future__ import annotations
@@ -17,71 +20,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QSettings, Qt
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
-    QSlider,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QSettings
+from qtpy.QtWidgets import QFileDialog, QListWidgetItem, QWidget
 
-from ..predictors.registry import PredictorOptions
 from ._common import connect_layer_list, error, info, report_error, warn
-from .heatmap_layers import MaskLayer, is_scan_layer, robust_limits, upsert_heatmap
-from .lesion_table import LesionTable, focus_lesion, label_lesions, lesions_in
+from .detect_form import SHORTCUTS, DetectFormMixin  # noqa: F401 - SHORTCUTS re-exported
+from .detect_result import DetectionResult, DetectResultMixin
+from .heatmap_layers import is_scan_layer
 from .settings import load_detect_settings, model_dialog_folder, open_settings, save_detect_settings
 
 if TYPE_CHECKING:
     import napari
 
-DEFAULT_PREDICTORS = ("rec", "kl_grad", "combi")  # overridden by the plugin preferences
-ENSEMBLE_CHOICES = (("none", "none"), ("zscore", "mean of z-scored maps"),
-                    ("rank", "mean of rank-normalized maps"))
-THRESHOLD_MODES = (("normal", "from normal data (fraction)"), ("fixed", "fixed value"))
-SHORTCUTS = {
-    "Shift-Up": "raise the threshold",
-    "Shift-Down": "lower the threshold",
-    "Shift-H": "show or hide the heatmaps",
-    "Shift-D": "run detection",
-}
-SLIDER_STEPS = 1000
 # On close, wait this long for the job to reach its next batch; after that the thread ends on
 # its own (it only checks the stop event and touches no widget), so closing never hangs.
 ABORT_WAIT_S = 2.0
 
 
-def shortcut_help(*keys: str) -> str:
-    return "; ".join(f"{k}: {SHORTCUTS[k]}" for k in keys)
+class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
+    """Choose scan, models, predictors; run; inspect heatmaps, mask and lesions.
 
-
-class _Result:
-    """The last finished job: its source layer, maps, layers and current threshold."""
-
-    def __init__(self, viewer: Any, source: Any, outcome: Any, spacing: tuple[float, ...]):
-        self.source = source
-        self.outcome = outcome
-        self.spacing = spacing  # napari (z, y, x) order
-        self.heatmaps: dict[str, Any] = {}
-        self.mask = MaskLayer(viewer, source)
-        self.map_name = outcome.primary
-        self.threshold = float("nan")
-        self.limits = (0.0, 1.0)
-
-
-class DetectWidget(QWidget):
-    """Choose scan, models, predictors; run; inspect heatmaps, mask and lesions."""
+    The controls come from :class:`.detect_form.DetectFormMixin`, showing a result and the
+    live threshold from :class:`.detect_result.DetectResultMixin`; this class runs the jobs,
+    manages the models and the scan list, key bindings, settings and closing.
+    """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, settings: QSettings | None = None,
                  parent: QWidget | None = None) -> None:
@@ -98,8 +60,8 @@ class DetectWidget(QWidget):
         self._job: Any = None
         self._job_source: Any = None
         self._progress_bar: Any = None
-        self.result: _Result | None = None
-        self._previous_results: dict[int, _Result] = {}  # id(source) -> result, for reuse
+        self.result: DetectionResult | None = None
+        self._previous_results: dict[int, DetectionResult] = {}  # id(source) -> result, for reuse
         self.last_update_ms = float("nan")
         self._build()
         self._refresh_layers()
@@ -108,147 +70,6 @@ class DetectWidget(QWidget):
         self._load_settings()
         self._bind_keys()
         self.destroyed.connect(_make_cleanup(self.viewer, self))
-
-    # ------------------------------------------------------------------ UI
-    def _build(self) -> None:
-        lay = QVBoxLayout(self)
-        form = QFormLayout()
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("Scan to analyse (heatmaps made by this plugin are not listed)")
-        form.addRow("Image", self.image_combo)
-        lay.addLayout(form)
-
-        models = QGroupBox("Models")
-        ml = QVBoxLayout(models)
-        self.model_list = QListWidget()
-        self.model_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.model_list.setMaximumHeight(80)
-        row = QHBoxLayout()
-        self.add_model_button = QPushButton("Add model...")
-        self.remove_model_button = QPushButton("Remove")
-        self.remove_model_button.setToolTip("Unload the selected models and free their memory")
-        row.addWidget(self.add_model_button)
-        row.addWidget(self.remove_model_button)
-        ml.addWidget(self.model_list)
-        ml.addLayout(row)
-        lay.addWidget(models)
-
-        preds = QGroupBox("Predictors")
-        pl = QVBoxLayout(preds)
-        self.predictor_list = QListWidget()
-        self.predictor_list.setMaximumHeight(150)
-        from ..predictors.registry import PREDICTORS
-
-        for name, pinfo in PREDICTORS.items():
-            item = QListWidgetItem(name)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if name in DEFAULT_PREDICTORS
-                               else Qt.CheckState.Unchecked)
-            item.setToolTip(f"{pinfo.formula}\n{pinfo.description}")
-            self.predictor_list.addItem(item)
-        pl.addWidget(self.predictor_list)
-        pf = QFormLayout()
-        defaults = PredictorOptions()  # one source of truth for the energy defaults
-        self.energy_steps = QSpinBox(minimum=1, maximum=1000, value=defaults.energy_steps)
-        self.energy_alpha = QDoubleSpinBox(minimum=0.0, maximum=10.0, decimals=3,
-                                           value=defaults.energy_alpha, singleStep=0.01)
-        self.energy_lambda = QDoubleSpinBox(minimum=0.0, maximum=10.0, decimals=3,
-                                            value=defaults.energy_lambda, singleStep=0.05)
-        self.energy_variant = QComboBox()
-        self.energy_variant.addItem("|x0 - xT|", "x0_xT")
-        self.energy_variant.addItem("|x0 - f(xT)|", "x0_fxT")
-        for w, tip in ((self.energy_steps, "Projection steps T (energy predictor)"),
-                       (self.energy_alpha, "Step size alpha (energy predictor)"),
-                       (self.energy_lambda, "Weight lambda of ||x - x0||_1 (energy predictor)"),
-                       (self.energy_variant, "Which difference the energy map shows")):
-            w.setToolTip(tip)
-        pf.addRow("Energy steps", self.energy_steps)
-        pf.addRow("Alpha", self.energy_alpha)
-        pf.addRow("Lambda", self.energy_lambda)
-        pf.addRow("Energy map", self.energy_variant)
-        self.ensemble_combo = QComboBox()
-        for key, text in ENSEMBLE_CHOICES:
-            self.ensemble_combo.addItem(text, key)
-        self.ensemble_combo.setToolTip("Combine the chosen maps (and models) after normalizing "
-                                       "each per volume; the mask follows the ensemble")
-        pf.addRow("Ensemble", self.ensemble_combo)
-        pl.addLayout(pf)
-        lay.addWidget(preds)
-
-        post = QGroupBox("Mask")
-        mf = QFormLayout(post)
-        self.threshold_mode = QComboBox()
-        for key, text in THRESHOLD_MODES:
-            self.threshold_mode.addItem(text, key)
-        self.threshold_mode.setToolTip("Initial threshold: the score exceeded by this fraction of "
-                                       "the model's normal reference voxels, or a fixed value")
-        self.fraction = QDoubleSpinBox(minimum=0.001, maximum=50.0, value=1.0, decimals=3,
-                                       suffix=" %")
-        self.fixed_threshold = QDoubleSpinBox(minimum=-1e9, maximum=1e9, value=0.0, decimals=5)
-        size_row = QHBoxLayout()
-        self.min_size = QDoubleSpinBox(minimum=0.0, maximum=1e6, value=8.0, decimals=3)
-        self.min_size_unit = QComboBox()
-        self.min_size_unit.addItems(["voxels", "mL"])
-        size_row.addWidget(self.min_size)
-        size_row.addWidget(self.min_size_unit)
-        self.median = QCheckBox("3-D median filter (5) of the maps")
-        mf.addRow("Threshold", self.threshold_mode)
-        mf.addRow("Normal fraction", self.fraction)
-        mf.addRow("Fixed value", self.fixed_threshold)
-        mf.addRow("Min lesion size", size_row)
-        mf.addRow(self.median)
-        lay.addWidget(post)
-
-        run_row = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.run_button.setToolTip(f"Compute the maps and the mask ({shortcut_help('Shift-D')})")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.setToolTip("Stop at the next batch of slices")
-        run_row.addWidget(self.run_button)
-        run_row.addWidget(self.cancel_button)
-        lay.addLayout(run_row)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        lay.addWidget(self.status)
-
-        res = QGroupBox("Result")
-        rl = QFormLayout(res)
-        self.map_combo = QComboBox()
-        self.map_combo.setToolTip("The map the mask and lesion table follow "
-                                  f"({shortcut_help('Shift-H')})")
-        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
-        self.threshold_slider.setRange(0, SLIDER_STEPS)
-        self.threshold_slider.setToolTip(
-            "Live threshold of the mask (no recomputation). "
-            + shortcut_help("Shift-Up", "Shift-Down") + "; " + shortcut_help("Shift-H"))
-        self.threshold_value = QLabel("-")
-        rl.addRow("Map", self.map_combo)
-        rl.addRow("Threshold", self.threshold_slider)
-        rl.addRow("", self.threshold_value)
-        self.table = LesionTable()
-        rl.addRow(self.table)
-        res.setToolTip("Keyboard shortcuts in the viewer: " + shortcut_help(*SHORTCUTS))
-        lay.addWidget(res)
-        res.setEnabled(False)
-        self._result_box = res
-
-        self.add_model_button.clicked.connect(self._choose_models)
-        self.remove_model_button.clicked.connect(self.remove_selected_models)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.threshold_slider.valueChanged.connect(self._on_slider)
-        self.map_combo.currentTextChanged.connect(self._on_map_changed)
-        self.table.lesion_clicked.connect(self._on_lesion_clicked)
-        self.threshold_mode.currentIndexChanged.connect(self._sync_enabled)
-        self.min_size.valueChanged.connect(self._refresh_mask)
-        self.min_size_unit.currentIndexChanged.connect(self._refresh_mask)
-        self._sync_enabled()
-
-    def _sync_enabled(self) -> None:
-        fixed = self.threshold_mode.currentData() == "fixed"
-        self.fraction.setEnabled(not fixed)
-        self.fixed_threshold.setEnabled(fixed)
 
     # ------------------------------------------------------------------ layers
     def _refresh_layers_safe(self) -> None:
@@ -335,32 +156,6 @@ class DetectWidget(QWidget):
     @property
     def models(self) -> list[Any]:
         return list(self._models)
-
-    # ------------------------------------------------------------------ options
-    def chosen_predictors(self) -> list[str]:
-        out = []
-        for i in range(self.predictor_list.count()):
-            item = self.predictor_list.item(i)
-            if item.checkState() == Qt.CheckState.Checked:
-                out.append(item.text())
-        return out
-
-    def set_predictors(self, names: list[str]) -> None:
-        for i in range(self.predictor_list.count()):
-            item = self.predictor_list.item(i)
-            item.setCheckState(Qt.CheckState.Checked if item.text() in names
-                               else Qt.CheckState.Unchecked)
-
-    def predictor_options(self) -> Any:
-
-        return PredictorOptions(energy_steps=self.energy_steps.value(),
-                                energy_alpha=self.energy_alpha.value(),
-                                energy_lambda=self.energy_lambda.value(),
-                                energy_variant=self.energy_variant.currentData())
-
-    def _min_size(self) -> tuple[int, float]:
-        v = self.min_size.value()
-        return (0, v * 1000.0) if self.min_size_unit.currentText() == "mL" else (int(round(v)), 0.0)
 
     # ------------------------------------------------------------------ running
     def run(self) -> None:
@@ -468,116 +263,6 @@ class DetectWidget(QWidget):
             return
         self._show(source, outcome)
         self.status.setText(f"Done in {outcome.seconds:.1f} s on {source.name}")
-
-    # ------------------------------------------------------------------ results
-    def _show(self, source: Any, outcome: Any) -> None:
-        from ._common import layer_geometry
-
-        prev = self._previous_results.get(id(source))
-        res = _Result(self.viewer, source, outcome, tuple(layer_geometry(source).scale))
-        if prev is not None:  # reuse our layers: update in place rather than stacking
-            res.heatmaps = prev.heatmaps
-            res.mask = prev.mask
-        for name, arr in outcome.maps.items():
-            res.heatmaps[name] = upsert_heatmap(self.viewer, source, name, arr,
-                                                outcome.foreground, res.heatmaps.get(name))
-        self._previous_results[id(source)] = res
-        self.result = res
-        self._result_box.setEnabled(True)
-        self.map_combo.blockSignals(True)
-        self.map_combo.clear()
-        self.map_combo.addItems(list(outcome.maps))
-        self.map_combo.setCurrentText(outcome.primary)
-        self.map_combo.blockSignals(False)
-        self._select_map(outcome.primary)
-        self.viewer.layers.selection.active = res.mask.layer
-
-    def _clear_result(self) -> None:
-        self.result = None
-        self._result_box.setEnabled(False)
-        self.table.set_rows([])
-
-    def _on_map_changed(self, name: str) -> None:
-        if self.result is not None and name in self.result.outcome.maps:
-            self._select_map(name)
-
-    def _select_map(self, name: str) -> None:
-        res = self.result
-        res.map_name = name
-        res.limits = robust_limits(res.outcome.mask_map(name), res.outcome.foreground,
-                                   (0.0, 99.99))
-        t = res.outcome.thresholds.get(name, float("nan"))
-        if not np.isfinite(t):
-            t = robust_limits(res.outcome.mask_map(name), res.outcome.foreground, (99.0, 99.5))[0]
-        lo, hi = res.limits
-        res.limits = (min(lo, t), max(hi, t))
-        self.set_threshold(t)
-
-    def _value_to_step(self, value: float) -> int:
-        lo, hi = self.result.limits
-        return int(round((value - lo) / (hi - lo) * SLIDER_STEPS)) if hi > lo else 0
-
-    def _on_slider(self, step: int) -> None:
-        if self.result is None:
-            return
-        lo, hi = self.result.limits
-        self.set_threshold(lo + (hi - lo) * step / SLIDER_STEPS, from_slider=True)
-
-    def threshold(self) -> float:
-        return self.result.threshold if self.result is not None else float("nan")
-
-    def set_threshold(self, value: float, from_slider: bool = False) -> None:
-        """Re-threshold the cached map and update the mask layer and the lesion table."""
-        res = self.result
-        if res is None:
-            return
-        res.threshold = float(value)
-        if not from_slider:
-            self.threshold_slider.blockSignals(True)
-            self.threshold_slider.setValue(self._value_to_step(value))
-            self.threshold_slider.blockSignals(False)
-        self.threshold_value.setText(f"{value:.5g}")
-        self._update_mask()
-
-    def step_threshold(self, steps: int) -> None:
-        """Move the threshold by ``steps`` hundredths of the slider range (keyboard)."""
-        if self.result is None:
-            return
-        lo, hi = self.result.limits
-        self.set_threshold(float(np.clip(self.result.threshold + steps * (hi - lo) / 100, lo, hi)))
-
-    def _update_mask(self) -> None:
-        from ..postprocessing.components import min_voxels_for
-        from ..postprocessing.mask import make_mask
-
-        res = self.result
-        t0 = time.perf_counter()
-        score = res.outcome.mask_map(res.map_name)
-        min_voxels, min_mm3 = self._min_size()
-        mask = make_mask(score, res.threshold, res.outcome.foreground)
-        # small-component removal and labelling in one pass (see label_lesions)
-        labels = label_lesions(mask, min_voxels_for(min_voxels, min_mm3, res.spacing))
-        layer, new_layer = res.mask.write(labels)
-        if new_layer:
-            warn(f"The mask you edited was kept; the new mask is in layer {layer.name!r}")
-        self.table.set_rows(lesions_in(labels, score, res.spacing))
-        self.last_update_ms = (time.perf_counter() - t0) * 1000.0
-
-    def _refresh_mask(self, *_: Any) -> None:
-        if self.result is not None and self.result.mask.is_alive():
-            self._update_mask()
-
-    def _on_lesion_clicked(self, row: Any) -> None:
-        if self.result is not None and self.result.mask.is_alive():
-            focus_lesion(self.viewer, self.result.mask.layer, row)
-
-    def toggle_heatmaps(self) -> None:
-        if self.result is None:
-            return
-        layers = [la for la in self.result.heatmaps.values() if la in self.viewer.layers]
-        visible = not any(la.visible for la in layers)
-        for la in layers:
-            la.visible = visible
 
     # ------------------------------------------------------------------ keys
     def _bind_keys(self) -> None:

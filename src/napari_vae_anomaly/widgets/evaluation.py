@@ -48,12 +48,11 @@ from qtpy.QtWidgets import (
 
 from ..study.calibrate import Calibration, calibrate, edited_slices
 from ._common import connect_layer_list, info, report_error, user_errors, warn
+from .heatmap_layers import ORIGINAL_KEY, TAG  # the keys the Detect widget writes
 
 if TYPE_CHECKING:
     import napari
 
-ORIGINAL_KEY = "anomaly_original_mask"
-TAG = "vae_anomaly"
 NONE = "(none)"
 COLUMNS = (
     ("auroc", "AUROC"),
@@ -373,8 +372,9 @@ class EvaluationWidget(QWidget):
             kwargs = {
                 "scale": tuple(layer.scale),
                 "translate": tuple(layer.translate),
+                # not the detection's tag nor its original: this mask is the calibration's
                 "metadata": {
-                    k: v for k, v in layer.metadata.items() if k not in (ORIGINAL_KEY,)
+                    k: v for k, v in layer.metadata.items() if k not in (ORIGINAL_KEY, TAG)
                 }
                 | {
                     "calibration": {

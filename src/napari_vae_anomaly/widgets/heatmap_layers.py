@@ -4,8 +4,14 @@ Kept apart from the Detect widget so the rules live in one place:
 
 * every derived layer gets the source layer's scale, translate and ``metadata["geometry"]``,
   so a mask saved from napari lands exactly on the scan;
-* our layers carry a ``metadata["vae_anomaly"]`` tag (role, map name, source name) so the
-  widget can leave them out of its image list and find them again;
+* our layers carry a ``metadata["vae_anomaly"]`` tag (role, map name, source name, and once a
+  threshold is set: the threshold and the predictor) so the widget can leave them out of its
+  image list and the Evaluation widget can take the detection's threshold;
+* the mask layer keeps a copy of the mask we last wrote in ``metadata["anomaly_original_mask"]``,
+  so the slices a user corrected can be found later by any widget (the Evaluation widget
+  calibrates on them);
+* a heatmap's default contrast limits colour only the high tail of the foreground
+  (:func:`heatmap_limits`), so the heat reads as "anomalous", not as "brain";
 * rerunning updates our own heatmaps in place instead of stacking duplicates;
 * a Labels layer the user has edited is never overwritten: :class:`MaskLayer` notices edits
   (napari's ``paint`` event, replaced data, or a checksum of what we wrote that no longer
@@ -24,6 +30,12 @@ HEATMAP_COLORMAP = "inferno"
 HEATMAP_OPACITY = 0.6
 HEATMAP_BLENDING = "additive"
 ROBUST_PERCENTILES = (1.0, 99.5)
+ORIGINAL_KEY = "anomaly_original_mask"  # read by the Evaluation widget
+# Default heat colouring: from the 92nd percentile of the foreground (or the threshold when it
+# is lower, but never below the median) to the 99.5th. Below the lower limit the additive
+# inferno map adds nothing, so normal tissue stays uncoloured.
+HEAT_PERCENTILES = (92.0, 99.5)
+HEAT_FLOOR_PERCENTILE = 50.0
 
 
 def role_of(layer: Any) -> str | None:
@@ -61,6 +73,20 @@ def derived_kwargs(source: Any, role: str, map_name: str = "") -> dict[str, Any]
     }
 
 
+def _sample_values(data: np.ndarray, foreground: np.ndarray | None) -> np.ndarray:
+    """Finite foreground values (all finite values if no foreground), subsampled when huge:
+    percentiles of a million values are as good and 10x faster."""
+    values = data[foreground] if foreground is not None and foreground.any() else data
+    values = values[np.isfinite(values)]
+    if values.size > 2_000_000:
+        values = values[:: values.size // 1_000_000]
+    return values
+
+
+def _widen(lo: float, hi: float) -> tuple[float, float]:
+    return (lo, hi) if hi > lo else (lo, lo + (abs(lo) * 1e-3 or 1e-6))
+
+
 def robust_limits(
     data: np.ndarray, foreground: np.ndarray | None = None,
     percentiles: tuple[float, float] = ROBUST_PERCENTILES,
@@ -69,16 +95,60 @@ def robust_limits(
 
     A handful of extreme voxels would otherwise squash the whole heatmap into one colour.
     """
-    values = data[foreground] if foreground is not None and foreground.any() else data
-    values = values[np.isfinite(values)]
+    values = _sample_values(data, foreground)
     if values.size == 0:
         return 0.0, 1.0
-    if values.size > 2_000_000:  # percentiles of a subsample are as good and 10x faster
-        values = values[:: values.size // 1_000_000]
     lo, hi = (float(v) for v in np.percentile(values, percentiles))
-    if not hi > lo:
-        hi = lo + (abs(lo) * 1e-3 or 1e-6)
+    return _widen(lo, hi)
+
+
+def heatmap_limits(
+    data: np.ndarray, foreground: np.ndarray | None = None, threshold: float | None = None,
+    percentiles: tuple[float, float] = HEAT_PERCENTILES,
+) -> tuple[float, float]:
+    """Default contrast limits of a heatmap: its anomalous tail only.
+
+    Lower limit: the ``percentiles[0]`` percentile of the foreground, lowered to ``threshold``
+    when that is smaller (every voxel the mask marks gets some colour), but never below the
+    median (at most half the foreground is tinted). Upper: the ``percentiles[1]`` percentile,
+    raised to ``threshold`` when that is larger (then what the mask marks is at full heat).
+    """
+    values = _sample_values(data, foreground)
+    if values.size == 0:
+        return 0.0, 1.0
+    floor, lo, hi = (float(v) for v in np.percentile(
+        values, (HEAT_FLOOR_PERCENTILE, percentiles[0], percentiles[1])))
+    if threshold is not None and np.isfinite(threshold):
+        lo = max(floor, min(lo, float(threshold)))
+        hi = max(hi, float(threshold))
+    return _widen(lo, hi)
+
+
+def tagged_threshold(layer: Any) -> float | None:
+    """The threshold stored in our tag of ``layer`` (None if none or not finite)."""
+    tag = getattr(layer, "metadata", {}).get(TAG)
+    t = tag.get("threshold") if isinstance(tag, dict) else None
+    return float(t) if t is not None and np.isfinite(t) else None
+
+
+def apply_heatmap_limits(layer: Any, foreground: np.ndarray | None = None,
+                         threshold: float | None = None) -> tuple[float, float]:
+    """Set ``layer``'s contrast limits to :func:`heatmap_limits` (threshold from its tag if
+    not given); widens the slider range when needed. Returns the limits."""
+    data = np.asarray(layer.data)
+    if threshold is None:
+        threshold = tagged_threshold(layer)
+    lo, hi = heatmap_limits(data, foreground, threshold)
+    full = (float(np.nanmin(data)), float(np.nanmax(data))) if data.size else (lo, hi)
+    layer.contrast_limits_range = (min(full[0], lo), max(full[1], hi))
+    layer.contrast_limits = (lo, hi)
     return lo, hi
+
+
+def tag_detection(layer: Any, **fields: Any) -> None:
+    """Add ``fields`` (threshold, map, predictor...) to the ``metadata["vae_anomaly"]`` tag."""
+    tag = layer.metadata.get(TAG)
+    layer.metadata[TAG] = {**(tag if isinstance(tag, dict) else {}), **fields}
 
 
 def unique_layer_name(viewer: Any, base: str) -> str:
@@ -95,19 +165,21 @@ def unique_layer_name(viewer: Any, base: str) -> str:
 def upsert_heatmap(
     viewer: Any, source: Any, map_name: str, data: np.ndarray,
     foreground: np.ndarray | None = None, existing: Any | None = None,
+    threshold: float | None = None,
 ) -> Any:
     """Show ``data`` as the heatmap ``"<image> <map>"`` over ``source``; returns the layer.
 
     ``existing``: a heatmap layer this widget made earlier for the same source and map; it is
-    updated in place when it is still in the viewer.
+    updated in place when it is still in the viewer. ``threshold`` (the map's calibrated one)
+    is stored in the tag and guides the contrast limits (:func:`heatmap_limits`).
     """
-    lo, hi = robust_limits(data, foreground)
+    kwargs = derived_kwargs(source, "heatmap", map_name)
+    t = float(threshold) if threshold is not None and np.isfinite(threshold) else None
+    kwargs["metadata"][TAG].update(threshold=t, predictor=map_name)
     if existing is not None and existing in viewer.layers and role_of(existing) == "heatmap":
         existing.data = data
-        full = (float(np.nanmin(data)), float(np.nanmax(data)))
-        existing.contrast_limits_range = (min(full[0], lo), max(full[1], hi))
-        existing.contrast_limits = (lo, hi)
-        existing.metadata.update(derived_kwargs(source, "heatmap", map_name)["metadata"])
+        existing.metadata.update(kwargs["metadata"])
+        apply_heatmap_limits(existing, foreground, t)
         return existing
     return viewer.add_image(
         data,
@@ -115,8 +187,8 @@ def upsert_heatmap(
         colormap=HEATMAP_COLORMAP,
         blending=HEATMAP_BLENDING,
         opacity=HEATMAP_OPACITY,
-        contrast_limits=(lo, hi),
-        **derived_kwargs(source, "heatmap", map_name),
+        contrast_limits=heatmap_limits(data, foreground, t),
+        **kwargs,
     )
 
 
@@ -129,7 +201,9 @@ class MaskLayer:
 
     ``write(labels)`` puts a new mask into the layer we made last, unless the user edited it
     (or deleted it): then a new layer is added and ``write`` reports it so the widget can
-    tell the user.
+    tell the user. Every write stores a copy of ``labels`` in the layer's
+    ``metadata["anomaly_original_mask"]`` (a copy: napari paints into ``layer.data`` in place),
+    so an edited layer keeps the mask it was edited from.
     """
 
     def __init__(self, viewer: Any, source: Any) -> None:
@@ -173,6 +247,7 @@ class MaskLayer:
                 **derived_kwargs(self.source, "mask"),
             )
             self.layer.events.paint.connect(self._on_paint)
+        self.layer.metadata[ORIGINAL_KEY] = np.array(labels, copy=True)
         self._written = self.layer.data
         self._checksum = _checksum(self._written)
         self._painted = False
