@@ -83,3 +83,58 @@ def test_projection_on_phantom_lowers_energy_and_moves_lesions_most():
     les, tissue = lesion[keep], batch.masks[keep, 0] & ~lesion[keep]
     print("moved: lesion", moved[les].mean(), "tissue", moved[tissue].mean())
     assert moved[les].mean() > 2.0 * moved[tissue].mean()
+
+
+def _phantom_slices():
+    from _models import phantom_setup
+    from napari_vae_anomaly.preprocessing import preprocess_volume, slice_masks
+
+    loaded, test = phantom_setup()
+    batch = preprocess_volume(test.image, loaded.preprocess, training=False)
+    lesion = slice_masks(test.lesion_mask > 0, batch)[:, 0]
+    tissue = batch.masks.reshape(len(lesion), -1).any(axis=1)  # slices with foreground
+    return (loaded.model, torch.as_tensor(batch.images[tissue]), torch.as_tensor(batch.masks[tissue]),
+            lesion[tissue])
+
+
+def _auroc(scores: np.ndarray, truth: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(truth, scores))
+
+
+@pytest.mark.parametrize("alpha", [0.2, 2.0])
+def test_more_steps_do_not_collapse_the_map(alpha):
+    """Regression: the plain update overshot (2α r² > 1) and oscillated with period 2, so the
+    map was good after 3 steps and near chance after 20. With the residual bound and the
+    backtracking the energy never rises and 20 / 50 steps are about as good as 3."""
+    model, x, m, lesion = _phantom_slices()
+    fg = m[:, 0].numpy()
+    auroc = {}
+    for steps in (3, 20, 50):
+        res = energy_projection(model, x, PredictorOptions(energy_steps=steps, energy_alpha=alpha), mask=m)
+        trace = res.trace.numpy()
+        assert np.all(np.diff(trace, axis=0) <= 0)  # non-increasing for every slice
+        assert np.all(trace[-1] < trace[0])
+        moved = res.map.numpy()
+        assert moved[lesion].mean() > 2.0 * moved[fg & ~lesion].mean()
+        auroc[steps] = _auroc(moved[fg], lesion[fg])
+    print(alpha, auroc)
+    assert auroc[3] > 0.85
+    assert auroc[20] >= auroc[3] - 0.02 and auroc[50] >= auroc[3] - 0.03
+
+
+def test_plain_update_oscillates_without_the_safeguards():
+    """The failure the safeguards fix, reproduced: α 0.5 without them raises the energy on
+    alternate steps and the 20-step map loses most of its AUROC."""
+    model, x, m, lesion = _phantom_slices()
+    fg = m[:, 0].numpy()
+    o = PredictorOptions(energy_alpha=0.5)
+    plain = {t: energy_projection(model, x, o.replace(energy_steps=t), mask=m, backtrack=False, bound=False)
+             for t in (3, 20)}
+    assert np.any(np.diff(plain[20].trace.numpy(), axis=0) > 0)
+    a3, a20 = (_auroc(plain[t].map.numpy()[fg], lesion[fg]) for t in (3, 20))
+    assert a3 > 0.85 and a20 < a3 - 0.15
+    fixed = energy_projection(model, x, o.replace(energy_steps=20), mask=m)
+    assert _auroc(fixed.map.numpy()[fg], lesion[fg]) > a3 - 0.03
+    assert torch.all(fixed.alpha <= 0.5) and torch.all(fixed.alpha > 0)

@@ -2,14 +2,26 @@
 
 Each slice is pulled towards the normal manifold while being kept close to itself::
 
-    E(x_t) = L(x_t) + λ ‖x_t - x_0‖₁            (L = L_rec + β KL, z = μ)
-    x_{t+1} = x_t - α · ∇ₓE(x_t) ⊙ (x_t - f(x_t))²
+    E(x_t) = L(x_t) + λ ‖x_t - x_0‖₁            (L = Σ_pixels L_rec + β KL, z = μ)
+    d_t     = α_n · ∇ₓE(x_t) ⊙ (x_t - f(x_t))²
+    x_{t+1} = x_t - clip(d_t, ±|x_t - f(x_t)|)   if E(x_{t+1}) ≤ E(x_t), else x_t and α_n ← α_n / 2
 
 The squared reconstruction error keeps well-explained (normal) pixels still. ``∇ₓE`` is taken
 through the encoder *and* the decoder at every step (f(x_t) is not detached inside the loss;
-only the weight is a constant). The anomaly map is how far each pixel moved, |x_0 - x_T|, or
-|x_0 - f(x_T)|. Steps are clamped to each slice's input intensity range so an over-large α
-cannot diverge. Pixels outside ``mask`` (background) are kept fixed.
+only the weight is a constant).
+
+Why the two safeguards: for the dominant (direct) part of the gradient, 2 (x - f(x)), the raw
+step moves a pixel by 2α r³ (r its residual), i.e. it overshoots its own reconstruction once
+2α r² > 1. With z-scored slices (residuals up to ~5) a large α made lesion pixels swing past
+f(x) and back on alternate steps: the map was good after an odd number of steps and at chance
+after an even one. So (1) no pixel moves further than its current residual in one step
+(scale-free: the bound is in the image's own units, so slices stay comparable), and (2) a step
+that raises an image's energy is undone and that image's step size α_n halved (backtracking):
+the energy trace is non-increasing by construction, for any α, β, image size or step count.
+Each step still costs one forward + backward pass (a rejected step is re-tried at the next one).
+
+The anomaly map is how far each pixel moved, |x_0 - x_T|, or |x_0 - f(x_T)|. Steps are also
+clamped to each slice's input intensity range. Pixels outside ``mask`` (background) stay fixed.
 """
 
 from __future__ import annotations
@@ -24,12 +36,14 @@ from .registry import PredictorOptions
 
 @dataclass
 class EnergyResult:
-    """``map`` (N, S, S); ``x_T`` and ``f_x_T`` (N, C, S, S); ``trace`` (T + 1, N) energies."""
+    """``map`` (N, S, S); ``x_T`` and ``f_x_T`` (N, C, S, S); ``trace`` (T + 1, N) energies
+    (non-increasing); ``alpha`` (N,) the step size each image ended with."""
 
     map: torch.Tensor
     x_T: torch.Tensor
     f_x_T: torch.Tensor
     trace: torch.Tensor
+    alpha: torch.Tensor | None = None
 
 
 def _energy(model: VAE, xt: torch.Tensor, x0: torch.Tensor, lam: float):
@@ -41,35 +55,61 @@ def _energy(model: VAE, xt: torch.Tensor, x0: torch.Tensor, lam: float):
     return e, x_hat
 
 
+def _energy_and_grad(model: VAE, xt: torch.Tensor, x0: torch.Tensor, lam: float):
+    """Energy (N,), f(x_t) and ∇ₓE, all detached."""
+    xt = xt.detach().requires_grad_(True)
+    with torch.enable_grad():
+        e, x_hat = _energy(model, xt, x0, lam)
+        (g,) = torch.autograd.grad(e.sum(), xt)
+    return e.detach(), x_hat.detach(), g
+
+
 def energy_projection(
     model: VAE,
     x: torch.Tensor,
     options: PredictorOptions | None = None,
     mask: torch.Tensor | None = None,
+    *,
+    backtrack: bool = True,
+    bound: bool = True,
 ) -> EnergyResult:
-    """Project a batch (N, C, S, S) for ``options.energy_steps`` steps; see the module doc."""
+    """Project a batch (N, C, S, S) for ``options.energy_steps`` steps; see the module doc.
+
+    ``backtrack`` / ``bound`` switch the two safeguards off, only to compare with the plain
+    update of the paper (which oscillates for a large α); keep them on otherwise.
+    """
     o = options or PredictorOptions()
     x0 = x.detach()
-    lo = x0.flatten(1).min(dim=1).values.view(-1, *([1] * (x0.dim() - 1)))
-    hi = x0.flatten(1).max(dim=1).values.view(-1, *([1] * (x0.dim() - 1)))
+    shape = (-1, *([1] * (x0.dim() - 1)))
+    lo = x0.flatten(1).min(dim=1).values.view(shape)
+    hi = x0.flatten(1).max(dim=1).values.view(shape)
     keep = None if mask is None else mask.to(dtype=x0.dtype, device=x0.device)
+    alpha = torch.full((x0.shape[0],), float(o.energy_alpha), dtype=x0.dtype, device=x0.device)
     xt = x0.clone()
-    trace = []
+    e, x_hat, g = _energy_and_grad(model, xt, x0, o.energy_lambda)
+    trace = [e]
     for _ in range(o.energy_steps):
-        xt = xt.detach().requires_grad_(True)
-        with torch.enable_grad():
-            e, x_hat = _energy(model, xt, x0, o.energy_lambda)
-            (g,) = torch.autograd.grad(e.sum(), xt)
-        trace.append(e.detach())
         with torch.no_grad():
-            step = o.energy_alpha * g * (xt - x_hat).pow(2)
+            r = xt - x_hat
+            step = alpha.view(shape) * g * r.pow(2)
+            if bound:
+                step = torch.maximum(torch.minimum(step, r.abs()), -r.abs())
             if keep is not None:
                 step = step * keep
-            xt = torch.minimum(torch.maximum(xt - step, lo), hi)
-    with torch.no_grad():
-        e, f_xT = _energy(model, xt.detach(), x0, o.energy_lambda)
-    trace.append(e)
-    xt = xt.detach()
+            cand = torch.minimum(torch.maximum(xt - step, lo), hi)
+        e_c, x_hat_c, g_c = _energy_and_grad(model, cand, x0, o.energy_lambda)
+        if backtrack:
+            ok = e_c <= e
+            okv = ok.view(shape)
+            xt = torch.where(okv, cand, xt)
+            x_hat = torch.where(okv, x_hat_c, x_hat)
+            g = torch.where(okv, g_c, g)
+            e = torch.where(ok, e_c, e)
+            alpha = torch.where(ok, alpha, alpha / 2)
+        else:
+            xt, x_hat, g, e = cand, x_hat_c, g_c, e_c
+        trace.append(e)
+    f_xT = x_hat
     ref = xt if o.energy_variant == "x0_xT" else f_xT
     amap = (x0 - ref).abs().sum(dim=1)
-    return EnergyResult(amap, xt, f_xT.detach(), torch.stack(trace))
+    return EnergyResult(amap, xt, f_xT, torch.stack(trace), alpha)

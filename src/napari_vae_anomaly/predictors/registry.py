@@ -63,9 +63,12 @@ PREDICTORS: dict[str, PredictorInfo] = {
             "Sum of the per-image normalized KL gradient and reconstruction maps.", "gradients",
         ),
         PredictorInfo(
-            "energy", "|x₀ - x_T|,  x_{t+1} = x_t - α ∇E(x_t)·(x_t - f(x_t))²", True,
+            "energy",
+            "|x₀ - x_T|,  x_{t+1} = x_t - clip(α ∇E(x_t)·(x_t - f(x_t))², ±|x_t - f(x_t)|); "
+            "α halved for a slice whose E would rise", True,
             "Energy-based projection (Dehaene et al. 2020): how far each pixel moves when the "
-            "slice is pulled towards the normal manifold, E = L(x) + λ‖x - x₀‖₁.", "energy",
+            "slice is pulled towards the normal manifold, E = L(x) + λ‖x - x₀‖₁. A step never "
+            "moves a pixel past its own reconstruction and never raises a slice's energy.", "energy",
         ),
     )
 }
@@ -85,8 +88,12 @@ class PredictorOptions:
       is the noise standard deviation as a fraction of each slice's intensity range.
     * ``n_latent_samples``: 1 uses z = μ; more averages the reconstruction term over samples.
     * ``energy_*``: projection steps T, step size α, L1 weight λ, map variant
-      ``"x0_xT"`` (|x₀ - x_T|) or ``"x0_fxT"`` (|x₀ - f(x_T)|). Defaults α 0.05, λ 1 were
-      picked on the phantom with z-scored slices (α 0.5 overshoots: lesion AUROC 0.55 vs 0.86).
+      ``"x0_xT"`` (|x₀ - x_T|) or ``"x0_fxT"`` (|x₀ - f(x_T)|). Each step is bounded by the
+      pixel's residual |x_t - f(x_t)| and a step that raises a slice's energy is undone with α
+      halved (see ``predictors/energy``), so α is no longer critical: on the phantom study
+      models α 0.05-2 give voxel AUROC 0.92-0.95 at 3, 20 and 50 steps. α 0.2 is the default
+      because its AUROC changes least with the step count; λ 1 (z-scored slices). Without the
+      safeguards α 0.5 oscillated with period 2: AUROC 0.95 after odd, 0.49 after even steps.
     * ``chunk``: slices per batch; bounds memory (halved automatically on out-of-memory).
     """
 
@@ -96,7 +103,7 @@ class PredictorOptions:
     smoothgrad_noise: float = 0.1
     n_latent_samples: int = 1
     energy_steps: int = 20
-    energy_alpha: float = 0.05
+    energy_alpha: float = 0.2
     energy_lambda: float = 1.0
     energy_variant: str = "x0_xT"
     chunk: int = 32
