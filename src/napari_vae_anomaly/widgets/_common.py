@@ -85,11 +85,19 @@ def when_alive(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # --------------------------------------------------------------------- layers
-def image_layers(viewer: napari.viewer.Viewer) -> list[Any]:
-    """The viewer's Image layers, in layer-list order."""
+NONE = "(none)"  # the "no layer" entry of an optional LayerCombo
+
+
+def is_image(layer: Any) -> bool:
+    """An Image layer (grey-value or RGB): the default filter of the layer widgets."""
     from napari.layers import Image
 
-    return [layer for layer in viewer.layers if isinstance(layer, Image)]
+    return isinstance(layer, Image)
+
+
+def image_layers(viewer: napari.viewer.Viewer) -> list[Any]:
+    """The viewer's Image layers, in layer-list order."""
+    return [layer for layer in viewer.layers if is_image(layer)]
 
 
 def layer_geometry(layer: Any) -> Geometry:
@@ -125,12 +133,13 @@ def connect_layer_list(viewer: napari.viewer.Viewer, callback: Callable[[], None
         layer.events.name.connect(lambda _e=None: callback())
 
 
-class LayerCombo(QComboBox):
-    """A combo box of the viewer's Image layers that follows additions, removals and renames."""
+class _LayerFollower:
+    """Shared part of the layer widgets: the names of the viewer's layers that pass ``accept``,
+    kept up to date on additions, removals, moves and renames (mixed into a Qt widget)."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, parent: Any = None) -> None:
-        super().__init__(parent)
+    def _follow(self, viewer: napari.viewer.Viewer, accept: Callable[[Any], bool] | None) -> None:
         self._viewer = viewer
+        self._accept = accept or is_image
         self.refresh()
         connect_layer_list(viewer, self._safe_refresh)
 
@@ -140,10 +149,32 @@ class LayerCombo(QComboBox):
         except RuntimeError:  # the Qt object was deleted while napari still held the callback
             pass
 
+    def _layer_names(self) -> list[str]:
+        return [layer.name for layer in self._viewer.layers if self._accept(layer)]
+
+    def _item_names(self) -> list[str]:  # pragma: no cover - defined by the widgets
+        raise NotImplementedError
+
+    def refresh(self) -> None:  # pragma: no cover - defined by the widgets
+        raise NotImplementedError
+
+
+class LayerCombo(_LayerFollower, QComboBox):
+    """A combo box of the viewer's layers passing ``accept`` (default: Image layers) that
+    follows the layer list; ``optional`` adds a first "(none)" entry (``layer()`` -> None)."""
+
+    def __init__(
+        self, viewer: napari.viewer.Viewer, parent: Any = None,
+        accept: Callable[[Any], bool] | None = None, optional: bool = False,
+    ) -> None:
+        super().__init__(parent)
+        self._optional = optional
+        self._follow(viewer, accept)
+
     def refresh(self) -> None:
         current = self.currentText()
-        names = [layer.name for layer in image_layers(self._viewer)]
-        if names == [self.itemText(i) for i in range(self.count())]:
+        names = ([NONE] if self._optional else []) + self._layer_names()
+        if names == self._item_names():
             return
         self.blockSignals(True)
         self.clear()
@@ -154,6 +185,9 @@ class LayerCombo(QComboBox):
         # announce the (possibly new) selection once
         self.currentTextChanged.emit(self.currentText())
 
+    def _item_names(self) -> list[str]:
+        return [self.itemText(i) for i in range(self.count())]
+
     def layer(self) -> Any | None:
         name = self.currentText()
         if name and name in self._viewer.layers:
@@ -161,30 +195,31 @@ class LayerCombo(QComboBox):
         return None
 
 
-class LayerList(QListWidget):
-    """A multi-selection list of the viewer's Image layers that follows the layer list."""
+class LayerList(_LayerFollower, QListWidget):
+    """A multi-selection list of the viewer's layers passing ``accept`` (default: Image
+    layers) that follows the layer list and keeps the selection by name."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, parent: Any = None) -> None:
+    def __init__(
+        self, viewer: napari.viewer.Viewer, parent: Any = None,
+        accept: Callable[[Any], bool] | None = None,
+    ) -> None:
         super().__init__(parent)
-        self._viewer = viewer
         self.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.refresh()
-        connect_layer_list(viewer, self._safe_refresh)
-
-    def _safe_refresh(self) -> None:
-        try:
-            self.refresh()
-        except RuntimeError:
-            pass
+        self._follow(viewer, accept)
 
     def refresh(self) -> None:
+        names = self._layer_names()
+        if names == self._item_names():
+            return
         selected = set(self.selected_names())
-        names = [layer.name for layer in image_layers(self._viewer)]
         self.clear()
         for name in names:
             item = QListWidgetItem(name)
             self.addItem(item)
             item.setSelected(name in selected)
+
+    def _item_names(self) -> list[str]:
+        return [self.item(i).text() for i in range(self.count())]
 
     def selected_names(self) -> list[str]:
         return [item.text() for item in self.selectedItems()]

@@ -30,14 +30,11 @@ import numpy as np
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -47,13 +44,12 @@ from qtpy.QtWidgets import (
 )
 
 from ..study.calibrate import Calibration, calibrate, edited_slices
-from ._common import connect_layer_list, info, report_error, user_errors, warn
-from .heatmap_layers import ORIGINAL_KEY, TAG  # the keys the Detect widget writes
+from ._common import LayerCombo, LayerList, info, report_error, user_errors, warn
+from .heatmap_layers import ORIGINAL_KEY, TAG, unique_layer_name  # keys the Detect widget writes
 
 if TYPE_CHECKING:
     import napari
 
-NONE = "(none)"
 COLUMNS = (
     ("auroc", "AUROC"),
     ("auprc", "AUPRC"),
@@ -82,34 +78,6 @@ def _is_image(layer: Any) -> bool:
     return isinstance(layer, Image) and not getattr(layer, "rgb", False)
 
 
-class _Combo(QComboBox):
-    """Layers of the viewer that pass ``accept``, optionally with a "(none)" entry."""
-
-    def __init__(self, viewer: Any, accept: Any, optional: bool = False) -> None:
-        super().__init__()
-        self._viewer, self._accept, self._optional = viewer, accept, optional
-        self.refresh()
-
-    def refresh(self) -> None:
-        current = self.currentText()
-        names = ([NONE] if self._optional else []) + [
-            layer.name for layer in self._viewer.layers if self._accept(layer)
-        ]
-        if names == [self.itemText(i) for i in range(self.count())]:
-            return
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
-        self.blockSignals(False)
-        self.currentTextChanged.emit(self.currentText())
-
-    def layer(self) -> Any | None:
-        name = self.currentText()
-        return self._viewer.layers[name] if name and name in self._viewer.layers else None
-
-
 class EvaluationWidget(QWidget):
     """Metrics and ROC/PR plots of maps vs ground truth; threshold calibration from edits."""
 
@@ -124,14 +92,15 @@ class EvaluationWidget(QWidget):
 
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        self.maps = QListWidget()
-        self.maps.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.maps = LayerList(napari_viewer, accept=lambda ly: _is_image(ly) or _is_labels(ly))
         self.maps.setMaximumHeight(110)
         self.maps.setToolTip("Heatmap Image layers (or a Labels mask) to evaluate; several for an ensemble")
         form.addRow("Anomaly maps", self.maps)
-        self.truth = _Combo(napari_viewer, _is_labels)
+        self.truth = LayerCombo(napari_viewer, accept=_is_labels)
         form.addRow("Ground truth", self.truth)
-        self.foreground = _Combo(napari_viewer, lambda ly: _is_labels(ly) or _is_image(ly), True)
+        self.foreground = LayerCombo(
+            napari_viewer, accept=lambda ly: _is_labels(ly) or _is_image(ly), optional=True
+        )
         self.foreground.setToolTip("Only voxels where this layer is nonzero count (e.g. the brain)")
         form.addRow("Foreground", self.foreground)
         thr = QHBoxLayout()
@@ -160,9 +129,7 @@ class EvaluationWidget(QWidget):
         layout.addWidget(self._make_calibration_box())
         layout.addStretch(1)
 
-        connect_layer_list(napari_viewer, self._refresh)
         self.corrected.currentTextChanged.connect(self._remember_reference)
-        self._refresh()
 
     # ------------------------------------------------------------------ building
     def _make_canvas(self, layout: QVBoxLayout) -> None:
@@ -178,7 +145,7 @@ class EvaluationWidget(QWidget):
     def _make_calibration_box(self) -> QGroupBox:
         box = QGroupBox("Calibrate from my corrections")
         form = QFormLayout(box)
-        self.corrected = _Combo(self.viewer, _is_labels)
+        self.corrected = LayerCombo(self.viewer, accept=_is_labels)
         self.corrected.setToolTip(
             "The mask you corrected on a few slices (it is never changed; the result is a new layer)"
         )
@@ -211,28 +178,11 @@ class EvaluationWidget(QWidget):
         return box
 
     # ------------------------------------------------------------------ layers
-    def _refresh(self) -> None:
-        try:
-            for combo in (self.truth, self.foreground, self.corrected):
-                combo.refresh()
-            selected = {i.text() for i in self.maps.selectedItems()}
-            names = [ly.name for ly in self.viewer.layers if _is_image(ly) or _is_labels(ly)]
-            if names != [self.maps.item(i).text() for i in range(self.maps.count())]:
-                self.maps.clear()
-                for n in names:
-                    item = QListWidgetItem(n)
-                    self.maps.addItem(item)
-                    item.setSelected(n in selected)
-        except RuntimeError:  # Qt object already deleted while napari still calls back
-            pass
-
     def select_maps(self, names: list[str]) -> None:
-        for i in range(self.maps.count()):
-            item = self.maps.item(i)
-            item.setSelected(item.text() in names)
+        self.maps.select(names)
 
     def selected_map_layers(self) -> list[Any]:
-        return [self.viewer.layers[i.text()] for i in self.maps.selectedItems() if i.text() in self.viewer.layers]
+        return self.maps.selected_layers()
 
     def slicing_axis(self) -> int:
         """The first axis napari does not display (the one slices are taken along)."""
@@ -389,7 +339,7 @@ class EvaluationWidget(QWidget):
                 },
             }
             self.calibrated_layer = self.viewer.add_labels(
-                mask, name=self._new_name(f"{layer.name} calibrated"), opacity=0.7, **kwargs
+                mask, name=unique_layer_name(self.viewer, f"{layer.name} calibrated"), opacity=0.7, **kwargs
             )
             names = ", ".join(f"{ly.name} {w:.2f}" for ly, w in zip(maps_layers, cal.weights, strict=True))
             text = (
@@ -401,12 +351,3 @@ class EvaluationWidget(QWidget):
             self.fit_label.setText(text)
             if cal.dice_after < cal.dice_before:
                 warn("Calibration fits the corrected slices worse than the original mask")
-
-    def _new_name(self, base: str) -> str:
-        names = {ly.name for ly in self.viewer.layers}
-        if base not in names:
-            return base
-        k = 2
-        while f"{base} [{k}]" in names:
-            k += 1
-        return f"{base} [{k}]"
