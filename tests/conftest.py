@@ -38,3 +38,15 @@ def oblique_geometry():
     rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
     d = rz @ rx
     return Geometry((0.9, 1.1, 3.0), (-91.5, 12.25, 40.0), tuple(d.ravel()))
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Capture every napari notification the widgets send, by severity."""
+    from napari.utils import notifications
+
+    seen: dict[str, list[str]] = {"info": [], "warning": [], "error": []}
+    monkeypatch.setattr(notifications, "show_info", lambda m: seen["info"].append(str(m)))
+    monkeypatch.setattr(notifications, "show_warning", lambda m: seen["warning"].append(str(m)))
+    monkeypatch.setattr(notifications, "show_error", lambda m: seen["error"].append(str(m)))
+    return seen

@@ -13,18 +13,6 @@ from napari.layers import Image, Labels  # noqa: E402
 from napari_vae_anomaly.io import Geometry  # noqa: E402
 
 
-@pytest.fixture
-def notes(monkeypatch):
-    """Capture every napari notification the widgets send, by severity."""
-    from napari.utils import notifications
-
-    seen: dict[str, list[str]] = {"info": [], "warning": [], "error": []}
-    monkeypatch.setattr(notifications, "show_info", lambda m: seen["info"].append(str(m)))
-    monkeypatch.setattr(notifications, "show_warning", lambda m: seen["warning"].append(str(m)))
-    monkeypatch.setattr(notifications, "show_error", lambda m: seen["error"].append(str(m)))
-    return seen
-
-
 def _scan(shape=(12, 24, 28)) -> np.ndarray:
     """A bright ellipsoid with some texture on a zero background."""
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")

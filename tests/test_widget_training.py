@@ -18,17 +18,6 @@ TINY = dict(size=32, features=(4, 8), latent=8, beta=0.5, likelihood="laplace",
 
 
 @pytest.fixture
-def notes(monkeypatch):
-    from napari.utils import notifications
-
-    seen: dict[str, list[str]] = {"info": [], "warning": [], "error": []}
-    monkeypatch.setattr(notifications, "show_info", lambda m: seen["info"].append(str(m)))
-    monkeypatch.setattr(notifications, "show_warning", lambda m: seen["warning"].append(str(m)))
-    monkeypatch.setattr(notifications, "show_error", lambda m: seen["error"].append(str(m)))
-    return seen
-
-
-@pytest.fixture
 def widget(make_napari_viewer, qtbot):
     from napari_vae_anomaly.data.phantom import make_phantom
     from napari_vae_anomaly.widgets.training import TrainingWidget

@@ -261,16 +261,17 @@ class TrainingWidget(TrainingFormMixin, QWidget):
         self.last_progress = p
         step = int(_get(p, "step", default=0))
         total = _get(p, "total_steps")
+        self._plot_progress(p, step)
+        self.status_label.setText(format_status(p))
+        # Last, because napari's progress bar may process pending events (later batches, the
+        # job's end) while it refreshes: those must not be overwritten by this older batch.
         pbar = self.job.pbar if self.job is not None else None
-        # napari's progress bar may process events while it refreshes: never re-enter it
-        if pbar is not None and not self._in_progress:
+        if pbar is not None and not self._in_progress:  # and never re-enter the bar
             self._in_progress = True
             try:
                 self._advance_bar(pbar, p, step, total)
             finally:
                 self._in_progress = False
-        self._plot_progress(p, step)
-        self.status_label.setText(format_status(p))
 
     @staticmethod
     def _advance_bar(pbar: Any, p: Any, step: int, total: Any) -> None:
