@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 pytest.importorskip("napari")
@@ -35,6 +36,16 @@ def widget(make_napari_viewer, qtbot):
 
 def _wait_done(qtbot, w, timeout=30_000):
     qtbot.waitUntil(lambda: not w.is_running(), timeout=timeout)
+
+
+def test_heatmaps_and_masks_are_not_offered_as_normal_data(widget, qtbot):
+    viewer = widget.viewer
+    viewer.add_image(np.zeros((12, 32, 32), np.float32), name="scan combi",
+                     metadata={"vae_anomaly": {"role": "heatmap"}})
+    viewer.add_labels(np.zeros((12, 32, 32), np.uint8), name="scan anomaly mask")
+    viewer.add_image(np.zeros((12, 32, 32), np.float32), name="another scan")
+    names = [widget.layer_list.item(i).text() for i in range(widget.layer_list.count())]
+    assert names == ["normal1", "normal2", "another scan"]
 
 
 def test_form_and_device_list(widget):

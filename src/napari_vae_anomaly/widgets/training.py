@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 
 from ..io.volume import Volume
 from ._common import LayerList, error, info, layer_geometry, report_error, warn, when_alive
+from .heatmap_layers import is_scan_layer
 from .loss_plot import LossPlot
 from .model_card import find_value, format_model_card
 from .training_form import (  # noqa: F401 - the form's helpers, re-exported for scripts
@@ -125,7 +126,8 @@ class TrainingWidget(TrainingFormMixin, QWidget):
 
     # ================================================================= construction
     def _build_inputs(self) -> None:
-        self.layer_list = LayerList(self.viewer)
+        # scans only: our own heatmaps are not normal training data
+        self.layer_list = LayerList(self.viewer, accept=is_scan_layer)
         self.layer_list.setToolTip("Open Image layers with normal anatomy (Ctrl/Shift: several)")
         self.layer_list.setMaximumHeight(100)
         self.file_list = QListWidget()
