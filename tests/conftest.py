@@ -50,3 +50,14 @@ def notes(monkeypatch):
     monkeypatch.setattr(notifications, "show_warning", lambda m: seen["warning"].append(str(m)))
     monkeypatch.setattr(notifications, "show_error", lambda m: seen["error"].append(str(m)))
     return seen
+
+
+@pytest.fixture
+def records():
+    """Notifications napari itself received (through its notification manager), as
+    ``(severity, message)`` pairs: for code paths that use napari's own reporting."""
+    from napari.utils.notifications import notification_manager
+
+    notification_manager.records.clear()
+    yield lambda: [(str(n.severity), n.message) for n in notification_manager.records]
+    notification_manager.records.clear()

@@ -27,16 +27,6 @@ def npe2_read():
 
 
 @pytest.fixture
-def notes():
-    """Notifications napari received during the test, as (severity, message) pairs."""
-    from napari.utils.notifications import notification_manager
-
-    notification_manager.records.clear()
-    yield lambda: [(str(n.severity), n.message) for n in notification_manager.records]
-    notification_manager.records.clear()
-
-
-@pytest.fixture
 def scan(rng) -> np.ndarray:
     return rng.normal(0.0, 1.0, size=(5, 6, 7)).astype(np.float32)
 
@@ -61,7 +51,7 @@ def test_get_reader_declines_without_raising(tmp_path, bad):
 
 # ---------------------------------------------------------------------- layer data
 def test_image_layer_carries_scale_translate_and_full_geometry(
-    tmp_path, scan, oblique_geometry, npe2_read, notes
+    tmp_path, scan, oblique_geometry, npe2_read, records
 ):
     path = write_volume(tmp_path / "case_007.nrrd", scan, oblique_geometry)
     layers = npe2_read(path)
@@ -79,18 +69,18 @@ def test_image_layer_carries_scale_translate_and_full_geometry(
     assert stored.origin == pytest.approx(oblique_geometry.origin, abs=1e-12)
     assert stored.direction == pytest.approx(oblique_geometry.direction, abs=1e-12)
     assert meta["channel"] is None and meta["channels"] == []
-    assert notes() == [(
+    assert records() == [(
         "warning",
         "case_007: oblique scan displayed axis-aligned (its rotation is not shown); masks and "
         "images saved from it keep the original orientation",
     )]
 
 
-def test_axis_aligned_scan_gives_no_notification(tmp_path, scan, npe2_read, notes):
+def test_axis_aligned_scan_gives_no_notification(tmp_path, scan, npe2_read, records):
     path = write_volume(tmp_path / "plain.mha", scan, Geometry.identity(3, (1.0, 1.0, 2.0)))
     (_data, kwargs, _t), = npe2_read(path)
     assert kwargs["scale"] == (2.0, 1.0, 1.0)
-    assert notes() == []
+    assert records() == []
 
 
 @pytest.mark.parametrize(
@@ -129,12 +119,12 @@ def test_4d_file_gives_one_layer_per_channel(tmp_path, npe2_read):
     assert all(len(kw["scale"]) == 3 for _d, kw, _t in layers)
 
 
-def test_notes_become_warnings(tmp_path, scan, npe2_read, notes):
+def test_notes_become_warnings(tmp_path, scan, npe2_read, records):
     scan[0, 0, 0] = np.nan
     write_volume(tmp_path / "nan.nrrd", scan, Geometry.identity(3))
     (data, kwargs, _t), = npe2_read(tmp_path / "nan.nrrd")
     assert data[0, 0, 0] == 0
-    assert notes() == [("warning", "nan.nrrd: 1 NaN/infinite voxels were set to 0")]
+    assert records() == [("warning", "nan.nrrd: 1 NaN/infinite voxels were set to 0")]
     assert kwargs["metadata"]["notes"] == ["nan.nrrd: 1 NaN/infinite voxels were set to 0"]
 
 
@@ -146,28 +136,28 @@ def test_notes_become_warnings(tmp_path, scan, npe2_read, notes):
         ("empty.nrrd", b"", "empty.nrrd: the file is empty (0 bytes)"),
     ],
 )
-def test_bad_file_notifies_and_returns_null_layer(tmp_path, npe2_read, notes, name, content,
+def test_bad_file_notifies_and_returns_null_layer(tmp_path, npe2_read, records, name, content,
                                                   message):
     path = tmp_path / name
     path.write_bytes(content)
     mtime = path.stat().st_mtime_ns
     assert npe2_read(path) == [(None,)]
-    (severity, text), = notes()
+    (severity, text), = records()
     assert severity == "error" and text.startswith(message) and "\n" not in text
     assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime
 
 
-def test_missing_file_and_empty_folder(tmp_path, npe2_read, notes):
+def test_missing_file_and_empty_folder(tmp_path, npe2_read, records):
     assert npe2_read(tmp_path / "gone.mha") == [(None,)]
     (tmp_path / "nothing").mkdir()
     assert npe2_read(tmp_path / "nothing") == [(None,)]
-    assert [m for _s, m in notes()] == [
+    assert [m for _s, m in records()] == [
         f"{tmp_path / 'gone.mha'}: no such file or folder",
         "nothing: no DICOM series found in this folder",
     ]
 
 
-def test_unexpected_exception_does_not_escape(tmp_path, scan, notes, monkeypatch):
+def test_unexpected_exception_does_not_escape(tmp_path, scan, records, monkeypatch):
     import napari_vae_anomaly.io.read as read_mod
 
     path = write_volume(tmp_path / "ok.nrrd", scan, Geometry.identity(3))
@@ -177,19 +167,19 @@ def test_unexpected_exception_does_not_escape(tmp_path, scan, notes, monkeypatch
 
     monkeypatch.setattr(read_mod, "_read", boom)
     assert read_layers(str(path)) == [(None,)]
-    assert notes() == [("error", "ok.nrrd: could not be read (MemoryError: cannot allocate)")]
+    assert records() == [("error", "ok.nrrd: could not be read (MemoryError: cannot allocate)")]
 
 
-def test_list_of_paths_reads_each_and_reports_the_bad_one(tmp_path, scan, notes):
+def test_list_of_paths_reads_each_and_reports_the_bad_one(tmp_path, scan, records):
     good = write_volume(tmp_path / "good.nrrd", scan, Geometry.identity(3))
     bad = tmp_path / "bad.nii"
     bad.write_text("nonsense")
     layers = read_layers([str(good), str(bad)])
     assert [kw["name"] for _d, kw, _t in layers] == ["good"]
-    assert [s for s, _m in notes()] == ["error"]
+    assert [s for s, _m in records()] == ["error"]
 
 
-def test_viewer_open_shows_a_message_instead_of_raising(tmp_path, scan, npe2_read, notes):
+def test_viewer_open_shows_a_message_instead_of_raising(tmp_path, scan, npe2_read, records):
     """napari's own open path: a bad file adds no layer and raises nothing."""
     from napari.components import ViewerModel
 
@@ -202,10 +192,10 @@ def test_viewer_open_shows_a_message_instead_of_raising(tmp_path, scan, npe2_rea
     assert layer.name == "scan"
     assert tuple(layer.scale) == (2.0, 0.5, 0.5)
     assert "geometry" in layer.metadata
-    assert [s for s, _m in notes()] == ["error"]
+    assert [s for s, _m in records()] == ["error"]
 
 
-def test_dicom_folder_through_the_reader(tmp_path, npe2_read, notes):
+def test_dicom_folder_through_the_reader(tmp_path, npe2_read, records):
     from test_io_read import write_dicom_series
 
     folder = Path(tmp_path / "dicom")
@@ -215,5 +205,5 @@ def test_dicom_folder_through_the_reader(tmp_path, npe2_read, notes):
     (data, kwargs, kind), = npe2_read(folder)
     assert data.shape == (4, 5, 6) and kind == "image"
     assert kwargs["name"] == "dicom"
-    (severity, message), = notes()
+    (severity, message), = records()
     assert severity == "warning" and "left out 'scout'" in message

@@ -25,15 +25,6 @@ def npe2():
 
 
 @pytest.fixture
-def notes():
-    from napari.utils.notifications import notification_manager
-
-    notification_manager.records.clear()
-    yield lambda: [(str(n.severity), n.message) for n in notification_manager.records]
-    notification_manager.records.clear()
-
-
-@pytest.fixture
 def scan(rng) -> np.ndarray:
     return rng.normal(100.0, 20.0, size=(6, 7, 8)).astype(np.float32)
 
@@ -143,9 +134,9 @@ def test_writer_overwrites_because_napari_already_asked(tmp_path):
          r"x\.nii: RGB images cannot be saved"),
     ],
 )
-def test_failures_notify_and_return_nothing(tmp_path, notes, call, message):
+def test_failures_notify_and_return_nothing(tmp_path, records, call, message):
     assert call(tmp_path) == []
-    (severity, text), = notes()
+    (severity, text), = records()
     assert severity == "error"
     assert re.search(message, text), text
     assert [p for p in os.listdir(tmp_path) if p != "no"] == []
