@@ -1,0 +1,93 @@
+"""Small helpers every writer shares: tagged temporary names, fsync, umask, stale-temp cleanup.
+
+Why tagged names: a temporary file or folder is called ``.<name>.<pid>.<random>.tmp``, so the
+next run can tell the leftovers of a killed process (its pid no longer runs) from the live
+temporaries of a concurrent run (never touched), and clean only the former.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix for ``tempfile.mkstemp``/``mkdtemp`` that records the writing process."""
+    return f".{name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else (EPERM), or unknown: keep it
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove temporaries left in ``folder`` by processes that no longer run; returns them.
+
+    Never raises: cleaning is a courtesy, a folder we cannot list is left as it is.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file (or a folder's entries) to the device, so a rename publishes real data."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return  # e.g. folders cannot be opened on some platforms
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if os.path.isfile(path):  # a file that cannot be flushed was not written
+            raise exc
+    finally:
+        os.close(fd)
+
+
+def current_umask() -> int:
+    """The process umask without changing it (read from /proc when available)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def chmod_like_new_file(path: str | os.PathLike) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the mode ``open()`` would have: 0666 & ~umask."""
+    os.chmod(path, 0o666 & ~current_umask())
