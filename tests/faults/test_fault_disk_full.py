@@ -128,3 +128,29 @@ def test_real_full_tmpfs(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "REFUSED" in r.stdout and "disk full" in r.stdout, r.stdout + r.stderr
     assert "SAME True ['filler', 'map.nii.gz']" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int16])
+def test_every_truncation_point_is_caught(tmp_path, monkeypatch, geo, ext, dtype):
+    """The written file cut at 16 points from 0 bytes to one byte short: always refused."""
+    import SimpleITK as sitk
+
+    data = (np.random.default_rng(1).random((5, 12, 14)) * 100).astype(dtype)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    write_volume(probe / f"x{ext}", data, geo)
+    sizes = {p.name: p.stat().st_size for p in probe.iterdir()}
+    real = sitk.WriteImage
+    for victim, size in sizes.items():
+        for keep in sorted({int(k) for k in np.linspace(0, size - 1, 16)}):
+            def cut(image, name, *args, victim=victim, keep=keep):
+                real(image, name, *args)
+                target = os.path.join(os.path.dirname(name), victim)
+                os.truncate(target, keep)
+
+            monkeypatch.setattr(sitk, "WriteImage", cut)
+            with pytest.raises(VolumeWriteError, match="writing failed"):
+                write_volume(tmp_path / f"y{ext}", data, geo)
+            assert not list(tmp_path.glob("y*")), (victim, keep)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -88,6 +88,8 @@ def _data_part(header: Path, produced: list[Path]) -> tuple[Path, int]:
 def _check_nrrd_data(header: Path, produced: list[Path], nbytes: int, name: str) -> None:
     """gzip data: its trailer must record ``nbytes`` (a cut-off stream ends elsewhere)."""
     text, _ = _text_header(header)
+    if "encoding:" not in text:
+        raise _failed(name, "the header is cut off")
     data, start = _data_part(header, produced)
     size = os.path.getsize(data) - start
     if "encoding: gzip" in text:
@@ -105,13 +107,18 @@ def _check_nrrd_data(header: Path, produced: list[Path], nbytes: int, name: str)
 def _check_meta_data(header: Path, produced: list[Path], nbytes: int, name: str) -> None:
     """MetaImage records the compressed size in its header: the data must have exactly it."""
     text, _ = _text_header(header)
+    if "ElementDataFile" not in text:
+        raise _failed(name, "the header is cut off")
     data, start = _data_part(header, produced)
     size = os.path.getsize(data) - start
     want = nbytes
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "CompressedDataSize":
-            want = int(value.strip())
+            try:
+                want = int(value.strip())
+            except ValueError:
+                raise _failed(name, "the header is cut off") from None
     if size < want or ("CompressedData = True" in text and size != want):
         raise _failed(name, f"{size} of {want} bytes of voxel data")
 
