@@ -113,7 +113,7 @@ def collect_slices(
     masks: Sequence[Any] | None = None,
 ) -> SliceSet:
     """Read, preprocess and stack the normal slices of every input volume."""
-    from ..preprocessing import lesion_free_slices, preprocess_volume
+    from ..preprocessing import PreprocessError, lesion_free_slices, preprocess_volume
 
     items = expand_inputs(inputs)
     if not items:
@@ -130,7 +130,10 @@ def collect_slices(
         volume, name = load_volume(item)
         if volume.data.ndim != 3:
             raise VolumeReadError(f"{name} is {volume.data.ndim}-D; training needs 3-D volumes")
-        batch = preprocess_volume(volume.data, preprocess, training=True)
+        try:
+            batch = preprocess_volume(volume.data, preprocess, training=True)
+        except PreprocessError as exc:  # name the file: "empty foreground" alone helps nobody
+            raise VolumeReadError(f"{Path(name).name}: {exc}") from None
         lesion = _mask_array(masks[i], volume, name) if masks is not None else None
         if lesion is not None:
             n_before = len(batch)
