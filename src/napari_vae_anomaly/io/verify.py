@@ -77,12 +77,20 @@ def _text_header(header: Path, limit: int = 65536) -> tuple[str, int]:
     return raw[:end].decode("latin-1"), end
 
 
-def _data_part(header: Path, produced: list[Path]) -> tuple[Path, int]:
-    """The file holding the voxels and where they start (detached: another file, at 0)."""
+def _data_part(header: Path, produced: list[Path], name: str) -> tuple[Path, int]:
+    """The file holding the voxels and where they start (detached: another file, at 0).
+
+    A detached header must be complete (its last line ends) and name that file."""
     others = [f for f in produced if f != header]
-    if others:
-        return others[0], 0
-    return header, _text_header(header)[1]
+    if not others:
+        return header, _text_header(header)[1]
+    text = header.read_bytes()
+    if not text.endswith(b"\n") or not any(
+        line.rstrip().endswith(f.name.encode()) for f in others for line in text.splitlines()
+        if line.startswith((b"ElementDataFile", b"data file"))
+    ):
+        raise _failed(name, "the header is cut off")
+    return others[0], 0
 
 
 def _check_nrrd_data(header: Path, produced: list[Path], nbytes: int, name: str) -> None:
@@ -90,7 +98,7 @@ def _check_nrrd_data(header: Path, produced: list[Path], nbytes: int, name: str)
     text, _ = _text_header(header)
     if "encoding:" not in text:
         raise _failed(name, "the header is cut off")
-    data, start = _data_part(header, produced)
+    data, start = _data_part(header, produced, name)
     size = os.path.getsize(data) - start
     if "encoding: gzip" in text:
         if size < 18:
@@ -109,7 +117,7 @@ def _check_meta_data(header: Path, produced: list[Path], nbytes: int, name: str)
     text, _ = _text_header(header)
     if "ElementDataFile" not in text:
         raise _failed(name, "the header is cut off")
-    data, start = _data_part(header, produced)
+    data, start = _data_part(header, produced, name)
     size = os.path.getsize(data) - start
     want = nbytes
     for line in text.splitlines():
