@@ -29,3 +29,21 @@ def test_resume_refuses_conflicting_model_options(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{opt[0]} " in err and "conflicts with --resume" in err, err
     assert snapshot(tmp_path) == before
+
+
+def test_train_prints_volume_notes_as_warnings(tmp_path, capsys):
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(100, 10, (8, 20, 20)).astype(np.float32)
+    data[:, :4] = 0
+    data[3, 10, 10] = np.nan
+    scans = []
+    for i in range(2):
+        scans.append(tmp_path / f"n{i}.nii.gz")
+        sitk.WriteImage(sitk.GetImageFromArray(data), str(scans[-1]))
+    assert main(["train", *map(str, scans), "--out", str(tmp_path / "m.safetensors"),
+                 "--epochs", "1", "--size", "16", "--features", "4,8", "--latent", "4",
+                 "--batch-size", "8", "--quiet", "--device", "cpu", "--no-augment"]) == 0
+    err = capsys.readouterr().err
+    assert "napari-vae-anomaly train: warning: n0.nii.gz: 1 NaN/infinite voxels were set to 0" in err

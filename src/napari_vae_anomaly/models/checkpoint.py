@@ -302,6 +302,9 @@ def read_card(path: str | Path) -> dict[str, Any]:
 
 def _read(path: Path) -> bytes:
     if not path.exists():
+        if path.parent.is_dir() and not os.access(path.parent, os.X_OK):
+            raise CheckpointError(f"cannot read {path}: permission denied (folder "
+                                  f"{path.parent})")
         raise CheckpointError(f"model file {path} does not exist")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a model file")
