@@ -154,3 +154,23 @@ def test_every_truncation_point_is_caught(tmp_path, monkeypatch, geo, ext, dtype
                 write_volume(tmp_path / f"y{ext}", data, geo)
             assert not list(tmp_path.glob("y*")), (victim, keep)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_text_reports_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    import errno
+    import io
+
+    from napari_vae_anomaly.io import atomic
+
+    report = tmp_path / "results.md"
+    report.write_text("old report\n")
+
+    class Full(io.FileIO):
+        def write(self, b):
+            super().write(bytes(b[:5]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: Full(fd, "wb"))
+    with pytest.raises(OSError, match="No space"):
+        atomic.atomic_write_text(report, "new report " * 1000)
+    assert snapshot(tmp_path) == {"results.md": b"old report\n"}

@@ -91,3 +91,30 @@ def current_umask() -> int:
 def chmod_like_new_file(path: str | os.PathLike) -> None:
     """Give a ``mkstemp`` file (mode 0600) the mode ``open()`` would have: 0666 & ~umask."""
     os.chmod(path, 0o666 & ~current_umask())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file (reports, tables) so it is replaced whole or not at all.
+
+    Raises OSError like ``Path.write_text``; the temporary is removed on any failure.
+    """
+    import tempfile
+
+    path = Path(path)
+    data = text.encode("utf-8")
+    clean_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX,
+                               dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if os.path.getsize(tmp) != len(data):
+            raise OSError(28, f"only {os.path.getsize(tmp)} of {len(data)} bytes written")
+        chmod_like_new_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
