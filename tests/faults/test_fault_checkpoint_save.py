@@ -74,13 +74,21 @@ def test_permission_error_says_so(tmp_path, monkeypatch):
 
 
 def test_stale_temporaries_of_dead_runs_are_cleaned(tmp_path):
-    dead = tmp_path / ".m.safetensors.999999999.abc123_x.tmp"
-    live = tmp_path / f".m.safetensors.{os.getpid()}.zz9.tmp"
+    from napari_vae_anomaly.io.atomic import _host_tag
+
+    host = _host_tag()
+    dead = tmp_path / f".m.safetensors.999999999-{host}.abc123_x.tmp"
+    live = tmp_path / f".m.safetensors.{os.getpid()}-{host}.zz9.tmp"
+    foreign = tmp_path / ".m.safetensors.999999999-000000.q1.tmp"  # other host, recent
+    foreign_old = tmp_path / ".m.safetensors.999999999-000000.q2.tmp"  # other host, 2 days
     other = tmp_path / ".notes.tmp"  # not ours: never touched
-    for p in (dead, live, other):
+    for p in (dead, live, foreign, foreign_old, other):
         p.write_bytes(b"partial")
+    old = time.time() - 2 * 86400
+    os.utime(foreign_old, (old, old))
     _save(tmp_path / "m.safetensors")
-    assert not dead.exists() and live.exists() and other.exists()
+    assert not dead.exists() and not foreign_old.exists()
+    assert live.exists() and foreign.exists() and other.exists()
 
 
 def test_sigkill_mid_write_keeps_old_file_and_next_run_cleans(tmp_path):

@@ -1,24 +1,34 @@
 """Small helpers every writer shares: tagged temporary names, fsync, umask, stale-temp cleanup.
 
-Why tagged names: a temporary file or folder is called ``.<name>.<pid>.<random>.tmp``, so the
-next run can tell the leftovers of a killed process (its pid no longer runs) from the live
-temporaries of a concurrent run (never touched), and clean only the former.
+Why tagged names: a temporary file or folder is called ``.<name>.<pid>-<host>.<random>.tmp``
+(``host``: 6 hex digits of the host name), so the next run can tell the leftovers of a killed
+process (same host, its pid no longer runs) from the live temporaries of a concurrent run
+(never touched), and clean only the former. Temporaries of other hosts (a shared network
+folder, where pids mean nothing here) are removed only when a day old.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import socket
+import time
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
-_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
+FOREIGN_AGE_S = 86400.0
+_TEMP_RE = re.compile(r"^\..+\.(\d+)-([0-9a-f]{6})\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 
 
 def temp_prefix(name: str) -> str:
     """Prefix for ``tempfile.mkstemp``/``mkdtemp`` that records the writing process."""
-    return f".{name}.{os.getpid()}."
+    return f".{name}.{os.getpid()}-{_host_tag()}."
 
 
 def _pid_alive(pid: int) -> bool:
@@ -43,12 +53,18 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
+    host = _host_tag()
     for entry in entries:
         m = _TEMP_RE.match(entry.name)
-        if not m or _pid_alive(int(m.group(1))):
+        if not m:
             continue
         path = Path(entry.path)
         try:
+            if m.group(2) == host:
+                if _pid_alive(int(m.group(1))):
+                    continue
+            elif time.time() - entry.stat(follow_symlinks=False).st_mtime < FOREIGN_AGE_S:
+                continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(path)
             else:
