@@ -3,8 +3,12 @@
 For every input it writes ``<case>_<predictor>.nii.gz`` (float32 maps), ``<case>_ensemble.nii.gz``
 when several maps are combined, and ``<case>_mask.nii.gz`` (uint8), all with the input's
 geometry. The mask comes from the ensemble when there is one, else from the single map.
-Outputs of a case are checked before anything is computed or written, so a case is either
-written completely or not at all (unless a write fails midway). A case that fails is reported
+Before anything is computed, case names are checked for clashes (two inputs that would write
+the same files; ``--keep-parent`` adds the folder name) and the output folder for
+writability. Outputs of a case are checked before it is computed, then written and verified
+in temporary files and moved into place together, so a case is written completely or not at
+all. Volume notes (DICOM series chosen, uneven slices, NaN replaced, channel used) are printed
+as warnings. A case that fails is reported
 on one line and skipped; the exit status is 1 when any case failed.
 """
 
@@ -17,6 +21,7 @@ from typing import Any
 
 from ..errors import AnomalyError, VolumeWriteError
 from ..predictors.registry import PREDICTORS, PredictorOptions, describe
+from .outputs import check_writable_folder, unique_case_names, volume_notes, write_case
 
 DEFAULT_PREDICTORS = ("combi",)
 
@@ -64,6 +69,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
                    help="output folder (default: current folder)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--keep-parent", action="store_true",
+                   help="name outputs <folder>_<case>_... after each input's folder too, for "
+                        "inputs that share a file name (a/scan.nii.gz, b/scan.nii.gz)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse DICOM series with missing or uneven slice positions "
+                        "(default: warn)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -89,8 +100,7 @@ def output_paths(case: str, out_dir: Path, keys: list[str]) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..io.read import case_name, read_volume
-    from ..io.write import write_volume
+    from ..io.read import read_volume
     from ..models.checkpoint import load_checkpoint
     from ..postprocessing.mask import MaskOptions, postprocess
     from ..predictors.calibration import reference_scores_from_checkpoint, thresholds_at_fraction
@@ -99,8 +109,11 @@ def run(args: argparse.Namespace) -> int:
 
     names = list(dict.fromkeys(args.predictor or DEFAULT_PREDICTORS))
     options = options_from_args(args)
+    cases = unique_case_names(args.inputs, args.keep_parent)  # before any computation
     device = resolve_device(args.device)
     models = [load_checkpoint(m, device=device) for m in args.model]
+    out_dir: Path = args.out_dir
+    check_writable_folder(out_dir)  # before the calibration and the cases are computed
     keys = list(names)
     if len(names) * len(models) > 1:
         keys.append(ENSEMBLE_KEY)
@@ -125,31 +138,26 @@ def run(args: argparse.Namespace) -> int:
     mask_opts = MaskOptions(median_size=args.median, min_voxels=args.min_size,
                             min_mm3=args.min_volume, fill_holes=args.fill_holes)
 
-    out_dir: Path = args.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VolumeWriteError(f"--out-dir {out_dir}: cannot create it ({exc.strerror})") from None
-
     failed: list[str] = []
     bar = tqdm(args.inputs, desc="predict", unit="case", disable=args.no_progress, file=sys.stderr)
-    for src in bar:
+    for src, case in zip(bar, cases, strict=True):
         try:
-            case = case_name(src)
             paths = output_paths(case, out_dir, keys)
             existing = [p for p in paths.values() if p.exists()]
             if existing and not args.overwrite:
                 raise VolumeWriteError(
                     f"{existing[0]} exists ({len(existing)} output(s) of this case); "
                     "use --overwrite to replace")
-            vol = read_volume(src)
+            vol = read_volume(src, strict=args.strict)
+            for note in volume_notes(vol, src):
+                tqdm.write(f"predict: warning: {note}", file=sys.stderr)
             res = predict_volume(vol, models, names, options, ensemble=args.normalize)
             maps = res.all_maps()
             spacing = vol.geometry.spacing
             mask = postprocess(maps[mask_key], threshold, mask_opts, res.foreground, spacing)
-            for k in keys:
-                write_volume(paths[k], maps[k], vol.geometry, overwrite=args.overwrite)
-            write_volume(paths["mask"], mask, vol.geometry, overwrite=args.overwrite)
+            outputs = {paths[k]: maps[k] for k in keys}
+            outputs[paths["mask"]] = mask
+            write_case(outputs, vol.geometry, overwrite=args.overwrite)
             bar.set_postfix_str(f"{case}: {int(mask.sum())} voxels flagged")
         except AnomalyError as exc:
             failed.append(str(src))
