@@ -63,6 +63,8 @@ def never_built(monkeypatch):
     VAEConfig(size=64, features=(16, 32, 64, 256), latent=256),
     VAEConfig(size=32, in_channels=2, features=(3,), latent=7),
     VAEConfig(size=8, features=(5, 6, 7), latent=1),
+    VAEConfig(size=16, features=(4, 6), latent=3, decoder_head="conv3"),
+    VAEConfig(size=32, in_channels=2, features=(3,), latent=5, decoder_head="conv3"),
 ])
 def test_expected_shapes_match_the_model(config):
     model_shapes = {k: tuple(v.shape) for k, v in VAE(config).state_dict().items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .vae import LIKELIHOODS, VAEConfig
+from .vae import DECODER_HEADS, LIKELIHOODS, VAEConfig
 
 MAX_SIZE = 1024
 MAX_CHANNELS = 16
@@ -93,11 +93,15 @@ def architecture_from_card(card: dict[str, Any]) -> VAEConfig:
     ):
         raise CardError(f"architecture beta must be a number between 0 and {MAX_BETA:g}, "
                         f"got {_show(beta)}")
+    head = d.get("decoder_head", "transpose")  # cards older than the option: transpose
+    if head not in DECODER_HEADS:
+        raise CardError(f"architecture decoder_head must be one of {DECODER_HEADS}, got {_show(head)}")
     extra = d.get("extra", {})
     if not isinstance(extra, dict):
         raise CardError(f"architecture extra must be an object, got {_show(extra)}")
     config = VAEConfig(size=size, in_channels=in_channels, features=tuple(features),
-                       latent=latent, likelihood=likelihood, beta=float(beta), extra=extra)
+                       latent=latent, likelihood=likelihood, beta=float(beta),
+                       decoder_head=head, extra=extra)
     n = sum(math.prod(s) for s in expected_shapes(config).values())
     if n > MAX_PARAMETERS:
         raise CardError(f"the architecture has {n:,} parameters, more than the "
@@ -122,6 +126,12 @@ def expected_shapes(config: VAEConfig) -> dict[str, tuple[int, ...]]:
     for f in reversed(feats[:-1]):
         shapes[f"decoder.{idx}.weight"], shapes[f"decoder.{idx}.bias"] = (ch, f, 4, 4), (f,)
         ch, idx = f, idx + 2
+    if config.decoder_head == "conv3":
+        shapes[f"decoder.{idx}.weight"], shapes[f"decoder.{idx}.bias"] = (ch, feats[0], 4, 4), (
+            feats[0],)
+        shapes[f"decoder.{idx + 2}.weight"] = (config.in_channels, feats[0], 3, 3)
+        shapes[f"decoder.{idx + 2}.bias"] = (config.in_channels,)
+        return shapes
     shapes[f"decoder.{idx}.weight"] = (ch, config.in_channels, 4, 4)
     shapes[f"decoder.{idx}.bias"] = (config.in_channels,)
     return shapes
