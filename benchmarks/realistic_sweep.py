@@ -26,15 +26,25 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_vae_anomaly.data.realistic import normal_subjects
+from napari_vae_anomaly.models.vae import VAEConfig
 from napari_vae_anomaly.predictors.pipeline import predict_volume
 from napari_vae_anomaly.predictors.registry import PredictorOptions
-from napari_vae_anomaly.preprocessing import PreprocessConfig, foreground_mask, normalize_intensity
+from napari_vae_anomaly.preprocessing import PreprocessConfig, normalize_intensity
 from napari_vae_anomaly.study.realistic_data import pooled_scores, realistic_cohort
 from napari_vae_anomaly.training.config import AugmentConfig, TrainConfig
 from napari_vae_anomaly.training.trainer import train
-from napari_vae_anomaly.models.vae import VAEConfig
 
 MAPS = ("rec", "rec_grad", "kl_grad", "elbo_grad", "combi")
+ENSEMBLES = ("elbo_grad+rec+combi", "elbo_grad+rec", "elbo_grad+combi", "rec+combi", "elbo_grad+rec_grad+rec+combi")
+
+
+def _no_post() -> dict:
+    """Turn the pipeline's own map post-processing off: the sweep applies its variants itself."""
+    fields = PredictorOptions.__dataclass_fields__
+    return {k: 0 for k in ("median", "erode") if k in fields}
+
+
+NO_POST = _no_post()
 
 
 def build_config(over: dict, seed: int, steps: int | None, budget: float | None, device: str) -> TrainConfig:
@@ -92,6 +102,7 @@ def evaluate(loaded, cohort, normals_ref, names, options, log) -> list[dict]:
             ref[n].append(res.maps[n])
         ref_fg.append(s.brain_mask)
     log(f"  maps in {time.perf_counter() - t:.1f}s")
+    processed: dict[tuple, tuple] = {}
     for n in names:
         for er in (0, 1):
             for med in (0, 5):
@@ -100,14 +111,29 @@ def evaluate(loaded, cohort, normals_ref, names, options, log) -> list[dict]:
                 if med:
                     maps = [median3d(m, med) for m in maps]
                     rmaps = [median3d(m, med) for m in rmaps]
-                sc = pooled_scores(maps, truths, brains)
+                processed[(n, er, med)] = (maps, rmaps)
+    ensembles = [tuple(e.split("+")) for e in ENSEMBLES if all(x in names for x in e.split("+"))]
+    for members in ensembles:
+        for er, med in ((1, 5),):
+            ens, rens = None, None
+            for n in members:
+                maps, rmaps = processed[(n, er, med)]
                 refv = np.concatenate([m[b] for m, b in zip(rmaps, ref_fg, strict=True)])
-                for frac in (0.005, 0.01, 0.02):
-                    thr = float(np.quantile(refv, 1 - frac))
-                    inter = sum(int(((m > thr) & (t > 0) & b).sum()) for m, t, b in zip(maps, truths, brains, strict=True))
-                    tot = sum(int(((m > thr) & b).sum() + ((t > 0) & b).sum()) for m, t, b in zip(maps, truths, brains, strict=True))
-                    sc[f"dice@{frac}"] = 2 * inter / max(tot, 1)
-                rows.append({"map": n, "erode": er, "median": med, **sc})
+                mu, sd = float(refv.mean()), float(refv.std()) or 1.0
+                z = [(m - mu) / sd for m in maps]
+                rz = [(m - mu) / sd for m in rmaps]
+                ens = z if ens is None else [a + b for a, b in zip(ens, z, strict=True)]
+                rens = rz if rens is None else [a + b for a, b in zip(rens, rz, strict=True)]
+            processed[("+".join(members), er, med)] = (ens, rens)
+    for (n, er, med), (maps, rmaps) in processed.items():
+        sc = pooled_scores([np.where(b, m, m.min()) for m, b in zip(maps, brains, strict=True)], truths, brains)
+        refv = np.concatenate([m[b] for m, b in zip(rmaps, ref_fg, strict=True)])
+        for frac in (0.005, 0.01, 0.02):
+            thr = float(np.quantile(refv, 1 - frac))
+            inter = sum(int(((m > thr) & (t > 0) & b).sum()) for m, t, b in zip(maps, truths, brains, strict=True))
+            tot = sum(int(((m > thr) & b).sum() + ((t > 0) & b).sum()) for m, t, b in zip(maps, truths, brains, strict=True))
+            sc[f"dice@{frac}"] = 2 * inter / max(tot, 1)
+        rows.append({"map": n, "erode": er, "median": med, **sc})
     return rows
 
 
@@ -141,11 +167,16 @@ def main(argv=None) -> int:
     ap.add_argument("--maps", nargs="+", default=list(MAPS))
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--cohort-cache", default=None, help="pickle of the generated cohort")
     ap.add_argument("--only-cache", action="store_true", help="generate the cohort cache and stop")
     a = ap.parse_args(argv)
     log = lambda s: print(s, flush=True)  # noqa: E731
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     import pickle
 
@@ -183,7 +214,7 @@ def main(argv=None) -> int:
             tt = time.perf_counter() - t
             log(f"{name} seed {seed}: {res.steps} steps, {res.epochs_run} epochs, {tt:.0f}s, "
                 f"best val {res.best_val:.1f} at {res.best_epoch}, {res.stopped_reason}")
-            options = PredictorOptions(**opt_over)
+            options = PredictorOptions(**{**NO_POST, **opt_over})
             for r in evaluate(res.loaded, cohort, refs, a.maps, options, log):
                 row = {"config": name, "seed": seed, "steps": res.steps, "train_s": round(tt, 1),
                        "best_val": res.best_val, **r}

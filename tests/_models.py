@@ -47,7 +47,7 @@ def train_tiny(images: np.ndarray, size: int, steps: int = 300, beta: float = 0.
 @functools.lru_cache(maxsize=1)
 def phantom_setup(size: int = 32, steps: int = 200):
     """A briefly trained model on phantom normal slices (seeds 1, 2), as a ``LoadedModel``
-    whose normal reference is a held-out normal phantom (seed 3), and a lesioned test
+    whose normal reference (slices and the volume statistics) is a held-out normal phantom (seed 3), and a lesioned test
     phantom (seed 7). Cached per process so every test file shares one training run."""
     from napari_vae_anomaly.data.phantom import make_phantom
     from napari_vae_anomaly.models.checkpoint import LoadedModel
@@ -58,10 +58,13 @@ def phantom_setup(size: int = 32, steps: int = 200):
     normals = [make_phantom(seed=s, shape=shape, lesions=False) for s in (1, 2)]
     batches = [preprocess_volume(p.image, cfg, mask=p.brain_mask, training=True) for p in normals]
     model = train_tiny(np.concatenate([b.images for b in batches]), size, steps=steps)
-    ref = preprocess_volume(make_phantom(seed=3, shape=shape, lesions=False).image, cfg,
-                            training=True)
+    held_out = make_phantom(seed=3, shape=shape, lesions=False)
+    ref = preprocess_volume(held_out.image, cfg, training=True)
     loaded = LoadedModel(model, model.config, cfg, {"name": "phantom-tiny"},
                          normal_images=ref.images, normal_masks=ref.masks)
+    from napari_vae_anomaly.predictors.normal_reference import measure_normal_reference
+
+    loaded.normal_reference = measure_normal_reference(loaded, [held_out.volume])
     test = make_phantom(seed=7, shape=shape, lesions=True)
     return loaded, test
 

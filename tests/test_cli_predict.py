@@ -65,7 +65,11 @@ def test_refuses_to_overwrite_then_overwrites(cohort, tmp_path, capsys):
             "--out-dir", str(out), "--no-progress"]
     assert main(base) == 0
     files = sorted(out.iterdir())
-    assert [p.name for p in files] == ["case01_combi.nii.gz", "case01_mask.nii.gz"]
+    # the default predictors, their ensemble (which makes the mask) and the mask
+    from napari_vae_anomaly.predictors.registry import DEFAULT_PREDICTORS
+
+    assert [p.name for p in files] == sorted(
+        f"case01_{k}.nii.gz" for k in (*DEFAULT_PREDICTORS, "ensemble", "mask"))
     stamp = {p: p.stat().st_mtime_ns for p in files}
     capsys.readouterr()
     assert main(base) == 1

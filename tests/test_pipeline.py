@@ -80,21 +80,56 @@ def test_trained_model_scores_phantom_lesions_above_tissue():
 
 
 def test_checkpoint_calibration_controls_false_positives_on_a_normal_volume():
+    """Reference slices calibrate maps without the volume stage (no erosion, no median)."""
     from napari_vae_anomaly.data.phantom import make_phantom
 
     loaded, test = phantom_setup()
     names = ["rec", "combi"]
-    scores = reference_scores_from_checkpoint([loaded], names, PredictorOptions())
+    plain = PredictorOptions(median=0, erode=0)
+    scores = reference_scores_from_checkpoint([loaded], names, plain)
     assert set(scores) == {"rec", "combi", "ensemble"}
     thr = thresholds_at_fraction(scores, 0.02)
     normal = make_phantom(seed=11, shape=test.image.shape, lesions=False)
-    res_n = predict_volume(normal.volume, [loaded], names)
-    res_t = predict_volume(test.volume, [loaded], names)
+    res_n = predict_volume(normal.volume, [loaded], names, plain, ensemble="zscore")
+    res_t = predict_volume(test.volume, [loaded], names, plain, ensemble="zscore")
     for key in ("rec", "ensemble"):
         fp = (res_n.all_maps()[key][res_n.foreground] > thr[key]).mean()
         hit = (res_t.all_maps()[key][test.lesion_mask > 0] > thr[key]).mean()
         assert fp < 0.1, (key, fp)  # ~0.02 asked; slice space vs volume grid differ a little
         assert hit > 3 * fp, (key, hit, fp)  # measured ~0.15 vs ~0.03
+
+
+def test_normal_reference_volumes_calibrate_the_default_maps():
+    """With the volume stage on (the default), the checkpoint's normal-reference volumes give
+    thresholds that hold their false-positive fraction on an unseen normal volume, and the
+    ensemble is normalized with the reference statistics, not the volume's own."""
+    from napari_vae_anomaly.data.phantom import make_phantom
+    from napari_vae_anomaly.predictors.calibration import normal_thresholds
+
+    loaded, test = phantom_setup()
+    assert loaded.normal_reference is not None
+    names = ["rec", "combi"]
+    thr, source = normal_thresholds([loaded], names, PredictorOptions(), "reference", 0.02)
+    assert source == "normal reference volumes" and set(thr) == {"rec", "combi", "ensemble"}
+    normal = make_phantom(seed=11, shape=test.image.shape, lesions=False)
+    res_n = predict_volume(normal.volume, [loaded], names)
+    res_t = predict_volume(test.volume, [loaded], names)
+    assert res_n.normalization == "reference"
+    region = res_n.foreground
+    for key in ("rec", "ensemble"):
+        fp = (res_n.all_maps()[key][region] > thr[key]).mean()
+        hit = (res_t.all_maps()[key][test.lesion_mask > 0] > thr[key]).mean()
+        assert fp < 0.08, (key, fp)
+        assert hit > 3 * fp, (key, hit, fp)
+    mu, sd = loaded.normal_reference.stats("rec")
+    e = res_t.ensemble[res_t.foreground]
+    expect = ((res_t.maps["rec"] - mu) / sd + (res_t.maps["combi"] - loaded.normal_reference.stats("combi")[0])
+              / loaded.normal_reference.stats("combi")[1]) / 2
+    assert np.allclose(e, expect[res_t.foreground], atol=1e-4)
+    # options the reference was not measured with: fall back, and say so
+    thr2, source2 = normal_thresholds([loaded], names, PredictorOptions(median=3), "reference", 0.02)
+    assert source2 == "normal reference slices"
+    assert predict_volume(test.volume, [loaded], names, PredictorOptions(median=3)).normalization == "zscore"
 
 
 def test_volume_calibration_matches_fraction_on_its_own_volume():

@@ -20,19 +20,21 @@ from typing import Any
 import numpy as np
 
 from .errors import AnomalyError
+from .postprocessing.threshold import DEFAULT_NORMAL_FRACTION
+from .predictors.registry import DEFAULT_PREDICTORS
 
 PLUGIN = "napari-vae-anomaly"
 SAMPLE = "phantom_lesions"
 CASE = "phantom_lesions"
-DEMO_PREDICTORS = ("rec", "kl_grad", "combi")
-DEMO_ENSEMBLE = "zscore"
+DEMO_PREDICTORS = DEFAULT_PREDICTORS
+DEMO_ENSEMBLE = "reference"
 DETECT_WIDGET = "Detect anomalies"
 WINDOW_SIZE = (1280, 900)  # fits the virtual X server's 1280x1024 screen
 # The mask flags voxels scoring above what 2 % of the model's normal reference voxels reach,
 # in components of at least 30 voxels. Picked by eye on this sample for a readable first
 # view (the widget's defaults, 1 % and 8 voxels, missed most of its largest lesion); it is a
 # demo setting, not a validated one - the metrics file reports the threshold-free figures.
-DEMO_NORMAL_FRACTION_PERCENT = 2.0
+DEMO_NORMAL_FRACTION_PERCENT = 100.0 * DEFAULT_NORMAL_FRACTION
 DEMO_MIN_LESION_VOXELS = 30
 MASK_CONTOUR = 2  # mask drawn as a 2-pixel outline (the Labels layer's contour setting)
 

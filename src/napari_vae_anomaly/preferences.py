@@ -15,10 +15,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .predictors.registry import DEFAULT_PREDICTORS  # torch-free, like this module
+
 PLUGIN = "napari-vae-anomaly"
 CONFIGURATION_KEY = "defaults"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DEFAULT_PREDICTORS = ("rec", "kl_grad", "combi")
 
 #: ``contributions.configurations`` of napari.yaml (npe2 0.10 schema)
 CONFIGURATIONS: dict[str, Any] = {

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AnomalyError, VolumeWriteError
-from ..predictors.registry import PREDICTORS, PredictorOptions, describe
+from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
+from ..predictors.ensemble import NORMALIZATIONS
+from ..predictors.registry import DEFAULT_PREDICTORS, PREDICTORS, PredictorOptions, describe
 from .outputs import check_writable_folder, unique_case_names, volume_notes, write_case
 
-DEFAULT_PREDICTORS = ("combi",)
+_D = PredictorOptions()
 
 
 def register(subparsers: Any) -> None:
@@ -40,30 +42,36 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", action="append", required=True, metavar="MODEL",
                    help="checkpoint (.safetensors); repeat for a model ensemble")
     p.add_argument("--predictor", action="append", choices=list(PREDICTORS), metavar="NAME",
-                   help=f"map to compute; repeat for several (default: {DEFAULT_PREDICTORS[0]}); "
+                   help=f"map to compute; repeat for several (default: {'+'.join(DEFAULT_PREDICTORS)}, "
+                        "their ensemble makes the mask); "
                         f"one of {', '.join(PREDICTORS)}")
     p.add_argument("--energy-steps", type=int, default=None, metavar="T",
-                   help="steps of the energy projection (default 20)")
+                   help=f"steps of the energy projection (default {_D.energy_steps})")
     p.add_argument("--energy-alpha", type=float, default=None, metavar="A",
-                   help="step size of the energy projection (default 0.05)")
+                   help=f"step size of the energy projection (default {_D.energy_alpha:g})")
     p.add_argument("--energy-lambda", type=float, default=None, metavar="L",
-                   help="weight of the L1 distance to the input in the energy (default 1)")
+                   help=f"weight of the L1 distance to the input in the energy (default {_D.energy_lambda:g})")
     p.add_argument("--sigma", type=float, default=None,
-                   help="Gaussian smoothing of gradient maps (default 3, 0 = off)")
-    p.add_argument("--normalize", choices=("zscore", "rank"), default="zscore",
-                   help="per-volume normalization before ensembling (default zscore)")
+                   help=f"Gaussian smoothing of gradient maps (default {_D.sigma:g}, 0 = off)")
+    p.add_argument("--median", type=int, default=None, metavar="K",
+                   help=f"3-D median filter of K voxels a side on every map (default {_D.median}, 0 = off)")
+    p.add_argument("--erode", type=int, default=None, metavar="N",
+                   help=f"keep maps inside the brain mask eroded by N voxels (default {_D.erode}, 0 = off)")
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default="reference",
+                   help="normalization of ensemble members: reference (normal statistics stored "
+                        "in the checkpoint; per-volume zscore for checkpoints without them), "
+                        "zscore or rank of each volume (default reference)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--threshold", type=float, default=None, metavar="VALUE",
                    help="fixed threshold on the mask's map")
     g.add_argument("--threshold-fpr", type=float, default=None, metavar="F",
-                   help="threshold exceeded by a fraction F of normal voxels of the checkpoint's "
-                        "held-out normal slices (default 0.01)")
+                   help="threshold exceeded by a fraction F of normal voxels: the checkpoint's "
+                        "held-out normal volumes (its reference slices for older checkpoints) "
+                        f"(default {DEFAULT_NORMAL_FRACTION:g})")
     p.add_argument("--min-size", type=int, default=0, metavar="N",
                    help="remove mask components smaller than N voxels")
     p.add_argument("--min-volume", type=float, default=0.0, metavar="MM3",
                    help="remove mask components smaller than MM3 cubic millimetres")
-    p.add_argument("--median", type=int, default=0, metavar="K",
-                   help="3-D median filter of size K on the map before thresholding (0 = off)")
     p.add_argument("--fill-holes", action="store_true", help="fill holes in the mask")
     p.add_argument("--chunk", type=int, default=32, help="slices per batch (default 32)")
     p.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
@@ -85,6 +93,7 @@ def options_from_args(args: argparse.Namespace) -> PredictorOptions:
     changes = {
         "energy_steps": args.energy_steps, "energy_alpha": args.energy_alpha,
         "energy_lambda": args.energy_lambda, "sigma": args.sigma,
+        "median": args.median, "erode": args.erode,
     }
     try:
         return o.replace(**{k: v for k, v in changes.items() if v is not None})
@@ -103,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.read import read_volume
     from ..models.checkpoint import load_checkpoint
     from ..postprocessing.mask import MaskOptions, postprocess
-    from ..predictors.calibration import reference_scores_from_checkpoint, thresholds_at_fraction
+    from ..predictors.calibration import normal_thresholds
     from ..predictors.pipeline import ENSEMBLE_KEY, predict_volume
     from ..training.devices import resolve_device
 
@@ -118,24 +127,24 @@ def run(args: argparse.Namespace) -> int:
     if len(names) * len(models) > 1:
         keys.append(ENSEMBLE_KEY)
     mask_key = ENSEMBLE_KEY if ENSEMBLE_KEY in keys else names[0]
-    if args.min_size < 0 or args.min_volume < 0 or args.median < 0:
-        raise AnomalyError("--min-size, --min-volume and --median must be >= 0")
+    if args.min_size < 0 or args.min_volume < 0:
+        raise AnomalyError("--min-size and --min-volume must be >= 0")
 
     if args.threshold is not None:
         threshold = float(args.threshold)
         how = "fixed"
     else:
-        fpr = 0.01 if args.threshold_fpr is None else args.threshold_fpr
+        fpr = DEFAULT_NORMAL_FRACTION if args.threshold_fpr is None else args.threshold_fpr
         if not 0 < fpr < 1:
             raise AnomalyError(f"--threshold-fpr must be between 0 and 1, got {fpr}")
         try:
-            scores = reference_scores_from_checkpoint(models, names, options, args.normalize)
+            found, source = normal_thresholds(models, names, options, args.normalize, fpr)
         except ValueError as exc:
             raise AnomalyError(f"--threshold-fpr: {exc} (model {args.model[0]})") from None
-        threshold = thresholds_at_fraction({mask_key: scores[mask_key]}, fpr)[mask_key]
-        how = f"{fpr:g} of normal voxels above it"
+        threshold = found[mask_key]
+        how = f"{fpr:g} of normal voxels above it, from the {source}"
     print(f"mask from '{mask_key}' at threshold {threshold:.6g} ({how})", file=sys.stderr)
-    mask_opts = MaskOptions(median_size=args.median, min_voxels=args.min_size,
+    mask_opts = MaskOptions(min_voxels=args.min_size,
                             min_mm3=args.min_volume, fill_holes=args.fill_holes)
 
     failed: list[str] = []

@@ -15,8 +15,10 @@ not true on brain MRI). Every subject here is the real adult anatomy of the MNI1
 Lesion subjects add, before bias and noise, one or more lesions with ground truth:
 
 * ``tumour``: a mass with mass effect (surrounding tissue pushed outward), a necrotic core,
-  an enhancing ring and surrounding oedema; 8-25 mm radius. Label: the whole tumour.
-* ``wmh``: 3-10 small periventricular white-matter hyperintensities (2-6 mm radius).
+  an enhancing ring and surrounding oedema (FLAIR 1.25-1.75x white matter); 6-22 mm radius.
+  Label: the whole tumour.
+* ``wmh``: 3-10 small periventricular white-matter hyperintensities (1.5-5 mm radius,
+  1.3-1.8x white matter on FLAIR).
 * ``stroke``: a cortical-subcortical territory (10-28 mm) of CSF-like, hypointense tissue with
   a thin bright gliotic rim on FLAIR.
 
@@ -189,7 +191,7 @@ def make_subject(
     tumour_at = None
     if "tumour" in lesions:  # mass effect changes the sampling, so choose the site first
         deep = ndi.binary_erosion(tpl.brain, iterations=max(2, int(14 / sp))) & (tpl.wm > 0.5)
-        radius = lrng.uniform(8, 25) / sp
+        radius = lrng.uniform(6, 22) / sp
         site = _pick(lrng, deep)  # template space; it stays put under the mass effect
         tumour_at = (_sample_point(coords, site), radius)
         coords = _mass_effect(coords, site, radius, lrng.uniform(0.15, 0.35))
@@ -247,7 +249,7 @@ def _paint(kind, rng, img, brain, gm, wm, csf, wm_level, sp, contrast, tumour_at
     if kind == "tumour":
         if tumour_at is None:
             deep = ndi.binary_erosion(brain, iterations=max(2, int(14 / sp))) & (wm > 0.5)
-            tumour_at = (_pick(rng, deep), rng.uniform(8, 25) / sp)
+            tumour_at = (_pick(rng, deep), rng.uniform(6, 22) / sp)
         c, r_e = tumour_at
         r_c = r_e * rng.uniform(0.4, 0.7)
         w_e, _ = _blob(rng, shape, c, r_e, rough=0.3)
@@ -256,7 +258,7 @@ def _paint(kind, rng, img, brain, gm, wm, csf, wm_level, sp, contrast, tumour_at
         w_n = np.clip((1 - ring_frac - d_c) * r_c, 0, 1)  # necrosis inside the ring
         het = 1.0 + 0.15 * smooth_noise(rng, shape, (8, 9, 8))
         if flair:
-            oedema, ring, necro = (wm_level * rng.uniform(1.5, 1.9), wm_level * rng.uniform(1.3, 1.7),
+            oedema, ring, necro = (wm_level * rng.uniform(1.25, 1.75), wm_level * rng.uniform(1.2, 1.6),
                                    wm_level * rng.uniform(0.5, 1.1))
         else:
             oedema, ring, necro = wm_level * 0.72, wm_level * 0.85, wm_level * 0.35
@@ -268,16 +270,17 @@ def _paint(kind, rng, img, brain, gm, wm, csf, wm_level, sp, contrast, tumour_at
         peri = (wm > 0.6) & (ndi.distance_transform_edt(~((csf > 0.5) & _deep(brain, sp))) * sp < 10)
         total = np.zeros(shape, np.float32)
         n = int(rng.integers(3, 11))
-        centres = []
+        centres, radii = [], []
         for _ in range(n):
             c = _pick(rng, peri if peri.any() else (wm > 0.6))
-            r = rng.uniform(2.0, 6.0) / sp
+            r = rng.uniform(1.5, 5.0) / sp
+            radii.append(r * sp)
             w, _ = _blob(rng, shape, c, max(r, 0.8), rough=0.3, soft=0.7)
             total = np.maximum(total, w)
             centres.append(c)
-        level = wm_level * (rng.uniform(1.5, 1.9) if flair else rng.uniform(0.7, 0.85))
+        level = wm_level * (rng.uniform(1.3, 1.8) if flair else rng.uniform(0.7, 0.85))
         img = img * (1 - total) + total * level
-        return img, total, np.mean(centres, axis=0), float(n)
+        return img, total, np.mean(centres, axis=0), float(np.mean(radii))
     # stroke: a territory reaching the cortex
     edge = brain & ~ndi.binary_erosion(brain, iterations=max(1, int(3 / sp))) & (gm > 0.3)
     e = _pick(rng, edge)

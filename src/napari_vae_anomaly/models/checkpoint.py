@@ -59,6 +59,7 @@ MAX_FILE = 1 << 30  # a checkpoint of MAX_PARAMETERS float32 weights is 400 MB
 MODEL_PREFIX = "model."
 REF_IMAGES = "normal_reference.images"
 REF_MASKS = "normal_reference.masks"
+REF_SCORES = "normal_reference.scores"  # (maps, voxels) normal map scores, see predictors.normal_reference
 CHECKPOINT_SUFFIX = ".safetensors"
 
 _PICKLE_ADVICE = (
@@ -79,6 +80,7 @@ class LoadedModel:
     normal_masks: np.ndarray | None = None  # (N,1,S,S) bool
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    normal_reference: Any = None  # predictors.normal_reference.NormalReference, if stored
 
     @property
     def name(self) -> str:
@@ -145,8 +147,10 @@ def checkpoint_bytes(
     card: dict[str, Any],
     preprocess: Any,
     normal_reference: Any = None,
+    normal_maps: Any = None,
 ) -> bytes:
-    """Serialize to safetensors bytes (what :func:`save_checkpoint` writes)."""
+    """Serialize to safetensors bytes (what :func:`save_checkpoint` writes). ``normal_maps``:
+    a :class:`~..predictors.normal_reference.NormalReference` to store with the model."""
     from safetensors.torch import save
 
     if not isinstance(model, VAE):
@@ -163,6 +167,9 @@ def checkpoint_bytes(
         for k, v in model.state_dict().items()
     }
     tensors.update(_pick_reference(normal_reference, MAX_REFERENCE))
+    if normal_maps is not None:
+        full["normal_reference"] = normal_maps.card()
+        tensors[REF_SCORES] = torch.as_tensor(np.asarray(normal_maps.scores, np.float32)).contiguous()
     metadata = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
@@ -188,6 +195,7 @@ def save_checkpoint(
     preprocess: Any,
     normal_reference: Any = None,
     overwrite: bool = False,
+    normal_maps: Any = None,
 ) -> Path:
     """Write a checkpoint atomically; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path).expanduser()
@@ -197,7 +205,7 @@ def save_checkpoint(
         raise CheckpointError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     if not path.parent.exists():
         raise CheckpointError(f"cannot write {path}: folder {path.parent} does not exist")
-    payload = checkpoint_bytes(model, card, preprocess, normal_reference)
+    payload = checkpoint_bytes(model, card, preprocess, normal_reference, normal_maps)
     clean_stale_temps(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX,
@@ -405,4 +413,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
             if masks is None or tuple(masks.shape) != tuple(imgs.shape)
             else masks.numpy().astype(bool)
         )
-    return LoadedModel(model, config, preprocess, card, normal_images, normal_masks, path)
+    normal_maps = None
+    if REF_SCORES in tensors or "normal_reference" in card:
+        from ..predictors.normal_reference import NormalReference
+
+        try:
+            normal_maps = NormalReference.from_card(card.get("normal_reference"),
+                                                    tensors[REF_SCORES].float().numpy())
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path} has an invalid normal reference: {exc}") from None
+    return LoadedModel(model, config, preprocess, card, normal_images, normal_masks, path,
+                       normal_reference=normal_maps)

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: default unsupervised threshold: the score exceeded by this fraction of normal voxels
+#: (CLI, Detect widget and study share it; chosen on the realistic benchmark, docs/results.md)
+DEFAULT_NORMAL_FRACTION = 0.01
+
 
 def threshold_at_fraction(normal_scores: np.ndarray, fraction: float = 0.01) -> float:
     """The score exceeded by ``fraction`` of the given normal scores (1-D or any shape)."""

@@ -96,3 +96,30 @@ def _combine(per_model: list[dict[str, np.ndarray]], names: list[str], normaliza
 def thresholds_at_fraction(scores: dict[str, np.ndarray], fraction: float = 0.01) -> dict[str, float]:
     """Threshold per map key: the score exceeded by ``fraction`` of its normal voxels."""
     return {k: threshold_at_fraction(v, fraction) for k, v in scores.items()}
+
+
+def normal_thresholds(
+    models: Sequence[Any],
+    names: Sequence[str],
+    options: PredictorOptions | None = None,
+    normalization: str = "reference",
+    fraction: float = 0.01,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[dict[str, float], str]:
+    """Threshold per map key (``PredictionResult.all_maps()`` keys) exceeded by ``fraction`` of
+    normal voxels, and a few words on the normal data used.
+
+    Preferred: the checkpoint's normal-reference volumes (:mod:`.normal_reference`), scored
+    exactly like test volumes (volume stage included). Otherwise (several models, an older
+    checkpoint, options the reference was not measured with): the stored reference slices.
+    """
+    from .normal_reference import reference_scores
+
+    names = check_names(list(names))
+    if normalization == "reference":
+        scores = reference_scores(models, names, options)
+        if scores is not None:
+            return thresholds_at_fraction(scores, fraction), "normal reference volumes"
+        normalization = "zscore"
+    scores = reference_scores_from_checkpoint(models, names, options, normalization, should_stop)
+    return thresholds_at_fraction(scores, fraction), "normal reference slices"

@@ -20,6 +20,7 @@ from ..io.geometry import Geometry
 from ..io.volume import Volume
 from .batch import compute_maps, run_chunked
 from .ensemble import ensemble_maps
+from .normal_reference import resolve_normalization
 from .registry import PredictorOptions, check_names
 
 ENSEMBLE_KEY = "ensemble"
@@ -112,19 +113,47 @@ def slice_maps(
     }
 
 
+def score_region(foreground: np.ndarray, erode: int, flat: bool = False) -> np.ndarray:
+    """The voxels a map may score: the foreground eroded by ``erode`` voxels (in-plane for a
+    single 2-D slice, whose neighbours above and below do not exist)."""
+    fg = np.asarray(foreground, bool)
+    if erode <= 0 or not fg.any():
+        return fg
+    from scipy import ndimage as ndi
+
+    st = ndi.generate_binary_structure(3, 1)
+    if flat:
+        st[0] = st[2] = False
+    return ndi.binary_erosion(fg, st, iterations=erode)
+
+
+def volume_stage(score: np.ndarray, region: np.ndarray, median: int) -> np.ndarray:
+    """A map on the voxel grid: kept inside ``region``, then median-filtered (float32)."""
+    from ..postprocessing.filters import median_filter_map
+
+    m = np.asarray(score, np.float32) * region
+    if median > 1 and region.any():
+        m = median_filter_map(m, median, region) * region
+    return m.astype(np.float32, copy=False)
+
+
 def predict_volume(
     volume: Volume,
     models: Sequence[Any],
     names: Sequence[str],
     options: PredictorOptions | None = None,
-    ensemble: str = "zscore",
+    ensemble: str = "reference",
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> PredictionResult:
     """Anomaly maps of ``volume`` from one or more loaded checkpoints.
 
     ``models``: objects with ``.model`` (VAE) and ``.preprocess`` (PreprocessConfig), as
-    returned by ``load_checkpoint``. The foreground comes from the first model's preprocessing
+    returned by ``load_checkpoint``. Each map is kept inside the foreground eroded by
+    ``options.erode`` voxels and median-filtered (``options.median``). ``ensemble``: how
+    members are normalized before they are averaged; ``"reference"`` (the default) uses each
+    model's stored normal-reference statistics and falls back to ``"zscore"`` (this volume's
+    own) when a model has none for these options (``normalization`` says which was used). The foreground comes from the first model's preprocessing
     and is shared by all, so every map covers the same voxels. ``progress(done, total)``
     counts slices over all models; ``should_stop()`` is polled between chunks and raises
     :class:`PredictionCancelled`.
@@ -155,26 +184,31 @@ def predict_volume(
 
     labels = [model_label(m, i) for i, m in enumerate(models)]
     labels = [lab if labels.count(lab) == 1 else f"{lab}_{i}" for i, lab in enumerate(labels)]
-    fgf = fg.astype(np.float32)
+    score_fg = score_region(fg, o.erode, flat)
     members: dict[str, dict[str, np.ndarray]] = {}
     for loaded, batch, label in zip(models, batches, labels, strict=True):
         sm = slice_maps(loaded, batch.images, batch.masks, names, o, tick, should_stop)
         members[label] = {
-            n: (np.asarray(from_slices(sm[n], batch, fill=0.0), np.float32) * fgf) for n in names
+            n: volume_stage(from_slices(sm[n], batch, fill=0.0), score_fg, o.median) for n in names
         }
     if flat:
         fg = fg[0]
         members = {k: {n: m[0] for n, m in v.items()} for k, v in members.items()}
+    method, refs = resolve_normalization(ensemble, models, names, o)
+    stats = {(k, n): refs[i].stats(n) if refs else None
+             for i, k in enumerate(labels) for n in names}
     if len(models) == 1:
         maps = members[labels[0]]
         member_maps: dict[str, dict[str, np.ndarray]] = {}
     else:
-        maps = {n: ensemble_maps([members[k][n] for k in labels], fg, ensemble) for n in names}
+        maps = {n: ensemble_maps([members[k][n] for k in labels], fg, method,
+                                 [stats[(k, n)] for k in labels]) for n in names}
         member_maps = members
     ens = None
     if len(names) * len(models) > 1:
-        ens = ensemble_maps([members[k][n] for k in labels for n in names], fg, ensemble)
+        ens = ensemble_maps([members[k][n] for k in labels for n in names], fg, method,
+                            [stats[(k, n)] for k in labels for n in names])
     return PredictionResult(
         maps=maps, foreground=fg, geometry=volume.geometry, names=names, model_labels=labels,
-        member_maps=member_maps, ensemble=ens, normalization=ensemble, options=o.to_dict(),
+        member_maps=member_maps, ensemble=ens, normalization=method, options=o.to_dict(),
     )

@@ -73,6 +73,11 @@ PREDICTORS: dict[str, PredictorInfo] = {
     )
 }
 
+#: what Detect and ``predict`` compute without options; with several names their
+#: reference-normalized ensemble makes the mask. Chosen on the realistic benchmark
+#: (docs/results.md); the CLI, the widget, the preferences and the demo all read it here.
+DEFAULT_PREDICTORS: tuple[str, ...] = ("elbo_grad", "rec", "combi")
+
 #: predictors that come out of the shared forward + two backward passes
 GRADIENT_PREDICTORS: tuple[str, ...] = ("rec_grad", "kl_grad", "elbo_grad", "combi", "combi_add")
 ENERGY_VARIANTS: tuple[str, ...] = ("x0_xT", "x0_fxT")
@@ -94,6 +99,11 @@ class PredictorOptions:
       models α 0.05-2 give voxel AUROC 0.92-0.95 at 3, 20 and 50 steps. α 0.2 is the default
       because its AUROC changes least with the step count; λ 1 (z-scored slices). Without the
       safeguards α 0.5 oscillated with period 2: AUROC 0.95 after odd, 0.49 after even steps.
+    * ``median``/``erode``: volume stage of every map (``predict_volume``): the brain mask
+      the map is kept in is eroded by ``erode`` voxels (the brain outline is the classic false
+      positive), then the map gets a 3-D median filter of ``median`` voxels a side (Baur et
+      al. 2021: 5). On the realistic benchmark this raised every map's AUPRC (docs/results.md).
+      0 turns either off.
     * ``chunk``: slices per batch; bounds memory (halved automatically on out-of-memory).
     """
 
@@ -106,6 +116,8 @@ class PredictorOptions:
     energy_alpha: float = 0.2
     energy_lambda: float = 1.0
     energy_variant: str = "x0_xT"
+    median: int = 5
+    erode: int = 1
     chunk: int = 32
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -119,6 +131,8 @@ class PredictorOptions:
             raise ValueError("energy steps, alpha and lambda must be >= 0")
         if self.energy_variant not in ENERGY_VARIANTS:
             raise ValueError(f"energy_variant must be one of {ENERGY_VARIANTS}, got {self.energy_variant!r}")
+        if self.median < 0 or self.erode < 0:
+            raise ValueError(f"median and erode must be >= 0, got {self.median}, {self.erode}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
 

@@ -65,6 +65,9 @@ class TrainConfig:
     denoise_std: float = 0.0
     denoise_res: int = 16
     max_reference: int = 64  # held-out normal slices stored in the checkpoint
+    # held-out normal volumes whose maps are measured at the end (normal-reference
+    # statistics for ensembles and thresholds, predictors/normal_reference); 0 = off
+    reference_volumes: int = 3
     out: str | Path | None = None  # checkpoint path (train_iter's ``out`` wins)
     overwrite: bool = False
 

@@ -175,6 +175,25 @@ class _Ref:
         self.images, self.masks = images, masks
 
 
+def _measure_reference(core: VAE, config: TrainConfig, inputs: Sequence[Any], slices: Any,
+                       val_idx: np.ndarray, split: str) -> Any:
+    """Normal-reference statistics of every map on the held-out normal volumes (all training
+    volumes when the split was by slice), measured with the default predictor options; None
+    when ``config.reference_volumes`` is 0."""
+    if config.reference_volumes <= 0:
+        return None
+    from ..predictors.normal_reference import measure_normal_reference
+    from .slices import expand_inputs, load_volume
+
+    held_out = split == "volume"
+    ids = np.unique(slices.volume_ids[val_idx] if held_out else slices.volume_ids)
+    ids = ids[: config.reference_volumes]
+    items = expand_inputs(inputs)
+    volumes = [load_volume(items[int(i)])[0] for i in ids]
+    holder = LoadedModel(core, config.vae, config.preprocess, {})
+    return measure_normal_reference(holder, volumes, seed=config.seed, in_sample=not held_out)
+
+
 def train_iter(
     config: TrainConfig,
     inputs: Sequence[Any],
@@ -464,20 +483,24 @@ def _run(ctx: distributed.DistContext, config: TrainConfig, inputs, masks, stop,
             run_epochs -= 1
 
     loaded = None
+    normal_maps = None
     if ctx.is_main and best_state is not None:
         core.load_state_dict(best_state)
         core.eval()
+        normal_maps = _measure_reference(core, config, inputs, slices, val_idx, split)
         if saved_path is not None:
             # rewrite the best weights once more with the whole run's card (loss curves up to
             # the last epoch, the stop reason)
             card = card_now()
             card["normal_stats"] = best_stats
             saved_path = save_checkpoint(saved_path, core, card, config.preprocess,
-                                         _Ref(ref_images, ref_masks), overwrite=True)
+                                         _Ref(ref_images, ref_masks), overwrite=True,
+                                         normal_maps=normal_maps)
             loaded = load_checkpoint(saved_path, device=device)
         else:
             loaded = LoadedModel(core, config.vae, config.preprocess, card_now(),
-                                 ref_images.astype(np.float32), ref_masks.astype(bool), None)
+                                 ref_images.astype(np.float32), ref_masks.astype(bool), None,
+                                 normal_reference=normal_maps)
     elapsed = time.perf_counter() - t0
     result = TrainResult(
         path=saved_path, history=history, best_val=best_val, best_epoch=best_epoch,

@@ -28,11 +28,12 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..predictors.registry import PredictorOptions
+from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
+from ..predictors.registry import DEFAULT_PREDICTORS, PredictorOptions
 from .lesion_table import LesionTable
 
-DEFAULT_PREDICTORS = ("rec", "kl_grad", "combi")  # overridden by the plugin preferences
-ENSEMBLE_CHOICES = (("none", "none"), ("zscore", "mean of z-scored maps"),
+ENSEMBLE_CHOICES = (("reference", "mean, normalized on normal data"), ("none", "none"),
+                    ("zscore", "mean of z-scored maps"),
                     ("rank", "mean of rank-normalized maps"))
 THRESHOLD_MODES = (("normal", "from normal data (fraction)"), ("fixed", "fixed value"))
 SHORTCUTS = {
@@ -139,7 +140,8 @@ class DetectFormMixin:
         for key, text in ENSEMBLE_CHOICES:
             self.ensemble_combo.addItem(text, key)
         self.ensemble_combo.setToolTip("Combine the chosen maps (and models) after normalizing "
-                                       "each per volume; the mask follows the ensemble")
+                                       "each with the model's normal-reference statistics (or "
+                                       "per volume); the mask follows the ensemble")
         pf.addRow("Ensemble", self.ensemble_combo)
         pl.addLayout(pf)
         return preds
@@ -152,7 +154,8 @@ class DetectFormMixin:
             self.threshold_mode.addItem(text, key)
         self.threshold_mode.setToolTip("Initial threshold: the score exceeded by this fraction of "
                                        "the model's normal reference voxels, or a fixed value")
-        self.fraction = QDoubleSpinBox(minimum=0.001, maximum=50.0, value=1.0, decimals=3,
+        self.fraction = QDoubleSpinBox(minimum=0.001, maximum=50.0,
+                                       value=100.0 * DEFAULT_NORMAL_FRACTION, decimals=3,
                                        suffix=" %")
         self.fixed_threshold = QDoubleSpinBox(minimum=-1e9, maximum=1e9, value=0.0, decimals=5)
         size_row = QHBoxLayout()

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..io import Geometry, Volume
+from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
 
-ENSEMBLES = ("none", "zscore", "rank")
+ENSEMBLES = ("none", "reference", "zscore", "rank")
 ENSEMBLE_MAP = "ensemble"
 
 
@@ -36,15 +37,15 @@ class DetectRequest:
     models: list[Any]  # LoadedModel
     names: list[str]
     options: Any  # PredictorOptions
-    ensemble: str = "none"  # "none" | "zscore" | "rank" (normalization before averaging)
+    ensemble: str = "reference"  # "none" | "reference" | "zscore" | "rank" (member normalization)
     threshold_mode: str = "normal"  # "normal" | "fixed"
-    fraction: float = 0.01
+    fraction: float = DEFAULT_NORMAL_FRACTION
     fixed_threshold: float = 0.0
     median_size: int = 0  # 0/1 = off; the maps are filtered once here, not on every slider move
 
     @property
     def normalization(self) -> str:
-        return "zscore" if self.ensemble == "none" else self.ensemble
+        return "reference" if self.ensemble == "none" else self.ensemble
 
 
 @dataclass
@@ -132,13 +133,10 @@ def calibrated_thresholds(
     the checkpoint's normal reference voxels (maps without a reference get none)."""
     if request.threshold_mode == "fixed":
         return {name: float(request.fixed_threshold) for name in maps}
-    from ..predictors.calibration import reference_scores_from_checkpoint, thresholds_at_fraction
+    from ..predictors.calibration import normal_thresholds
 
-    scores = reference_scores_from_checkpoint(
-        request.models, request.names, request.options, request.normalization,
-        should_stop=stop.is_set,
-    )
-    found = thresholds_at_fraction(scores, request.fraction)
+    found, _source = normal_thresholds(request.models, request.names, request.options,
+                                       request.normalization, request.fraction, stop.is_set)
     return {name: found[name] for name in maps if name in found}
 
 
