@@ -6,6 +6,10 @@ geometry. The mask comes from the ensemble when there is one, else from the sing
 Outputs of a case are checked before anything is computed or written, so a case is either
 written completely or not at all (unless a write fails midway). A case that fails is reported
 on one line and skipped; the exit status is 1 when any case failed.
+
+``--format dicom-seg`` (inputs read from DICOM; needs the ``dicom`` extra) writes the mask as a
+DICOM SEG ``<case>_mask.dcm`` and the maps as DICOM Parametric Maps ``<case>_<predictor>.dcm``,
+all referencing the input series, so they can go back to the PACS with it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ..errors import AnomalyError, VolumeWriteError
 from ..predictors.registry import PREDICTORS, PredictorOptions, describe
 
 DEFAULT_PREDICTORS = ("combi",)
+DICOM_SEG = "dicom-seg"
 
 
 def register(subparsers: Any) -> None:
@@ -64,6 +69,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
                    help="output folder (default: current folder)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--format", choices=("nifti", DICOM_SEG), default="nifti",
+                   help="nifti (default): .nii.gz files; dicom-seg: for DICOM inputs, the mask as "
+                        "a DICOM SEG and the maps as DICOM Parametric Maps (.dcm) referencing "
+                        "the input series")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -137,16 +146,26 @@ def run(args: argparse.Namespace) -> int:
         try:
             case = case_name(src)
             paths = output_paths(case, out_dir, keys)
+            if args.format == DICOM_SEG:
+                paths = dicom_paths(paths)
             existing = [p for p in paths.values() if p.exists()]
             if existing and not args.overwrite:
                 raise VolumeWriteError(
                     f"{existing[0]} exists ({len(existing)} output(s) of this case); "
                     "use --overwrite to replace")
             vol = read_volume(src)
+            if args.format == DICOM_SEG:  # refuse before the expensive part
+                check_dicom_input(vol, paths["mask"].name)
             res = predict_volume(vol, models, names, options, ensemble=args.normalize)
             maps = res.all_maps()
             spacing = vol.geometry.spacing
             mask = postprocess(maps[mask_key], threshold, mask_opts, res.foreground, spacing)
+            if args.format == DICOM_SEG:
+                about = {"models": ", ".join(m.name for m in models), "predictor": mask_key,
+                         "threshold": f"{threshold:.6g}"}
+                write_dicom_case(paths, maps, mask, vol, about, args.overwrite)
+                bar.set_postfix_str(f"{case}: {int(mask.sum())} voxels flagged")
+                continue
             for k in keys:
                 write_volume(paths[k], maps[k], vol.geometry, overwrite=args.overwrite)
             write_volume(paths["mask"], mask, vol.geometry, overwrite=args.overwrite)
@@ -161,3 +180,37 @@ def run(args: argparse.Namespace) -> int:
     print(f"predict: {n - len(failed)} of {n} case(s) done, written to {out_dir}"
           + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------ DICOM output
+def dicom_paths(paths: dict[str, Path]) -> dict[str, Path]:
+    """The same outputs named ``.dcm`` (DICOM SEG for the mask, Parametric Maps for maps)."""
+    return {k: p.with_name(p.name.removesuffix(".nii.gz") + ".dcm") for k, p in paths.items()}
+
+
+def check_dicom_input(vol: Any, name: str) -> None:
+    """Refuse, before predicting, an input that cannot be referenced by a DICOM SEG."""
+    from ..io.dicom_seg import check_dicom_source
+
+    check_dicom_source(vol.geometry, vol.shape, name)
+
+
+def write_dicom_case(paths: dict[str, Path], maps: dict[str, Any], mask: Any, vol: Any,
+                     about: dict[str, str], overwrite: bool) -> None:
+    """Write a case's mask (SEG, first) and maps (Parametric Maps); on failure remove what this
+    case wrote, so a case is written completely or not at all."""
+    from ..io.dicom_seg import write_dicom_parametric_map, write_dicom_seg
+
+    model = about.pop("models")
+    written: list[Path] = []
+    try:
+        written.append(write_dicom_seg(paths["mask"], mask, vol.geometry, model_name=model,
+                                       parameters=about, overwrite=overwrite))
+        for k in (k for k in paths if k != "mask"):
+            written.append(write_dicom_parametric_map(paths[k], maps[k], vol.geometry,
+                                                      map_label=k, model_name=model,
+                                                      overwrite=overwrite))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise

@@ -49,6 +49,16 @@ def not_from_dicom_message(name: str, what: str = "mask", as_what: str = "DICOM 
             f"{', '.join(WRITE_EXTENSIONS)}")
 
 
+def check_dicom_source(geometry: Any, shape: tuple[int, ...], name: str) -> None:
+    """Raise VolumeWriteError unless an array of ``shape`` on ``geometry`` can be saved as
+    DICOM referencing its series (read from DICOM, regular series, same grid, highdicom)."""
+    files = source_files(geometry)
+    if not files:
+        raise VolumeWriteError(not_from_dicom_message(name))
+    _highdicom(name)
+    _on_grid(check_series(_load_datasets(files, name), name), geometry, shape, name)
+
+
 def write_dicom_seg(
     path: str | os.PathLike,
     labels: np.ndarray,
