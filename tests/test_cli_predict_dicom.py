@@ -91,8 +91,8 @@ def test_scan_not_from_dicom_is_refused_before_predicting(setup, tmp_path, capsy
     assert predict(setup.nifti, "--model", setup.ckpt, "--out-dir", out,
                    "--format", "dicom-seg") == 1
     err = capsys.readouterr().err
-    assert "other_mask.dcm: the mask cannot be saved as a DICOM SEG because its scan was not " \
-           "read from DICOM" in err
+    assert "other_mask.dcm: the mask cannot be saved as a DICOM SEG because it does not " \
+           "come from a scan read from DICOM" in err
     assert ".nii.gz, .nii, .nrrd" in err
     assert list(out.iterdir()) == []
 

@@ -104,8 +104,8 @@ def test_scan_not_from_dicom_gets_a_message_naming_the_formats(tmp_path, npe2, r
                          plugin_name=PLUGIN)
     assert written == []
     (severity, message), = [r for r in records() if r[0] == "error"]
-    assert re.match(r"mask\.dcm: the mask cannot be saved as a DICOM SEG because its scan was "
-                    r"not read from DICOM .* save it as \.nii\.gz, \.nii, \.nrrd", message), message
+    assert re.match(r"mask\.dcm: the mask cannot be saved as a DICOM SEG because it does not "
+                    r"come from a scan read from DICOM .* save it as \.nii\.gz, \.nii, \.nrrd", message), message
     assert sorted(os.listdir(tmp_path)) == ["scan.nii.gz"]
 
 

@@ -195,8 +195,8 @@ def test_scan_not_from_dicom_names_the_formats_it_can_be_saved_in(tmp_path, obli
     with pytest.raises(VolumeWriteError) as err:
         write_dicom_seg(d / "m.dcm", np.ones((3, 4, 5), np.uint8), oblique_geometry)
     message = str(err.value)
-    assert message.startswith("m.dcm: the mask cannot be saved as a DICOM SEG because its scan "
-                              "was not read from DICOM")
+    assert message.startswith("m.dcm: the mask cannot be saved as a DICOM SEG because it does "
+                              "not come from a scan read from DICOM")
     for ext in (".nii.gz", ".nrrd", ".mha"):
         assert ext in message
     with pytest.raises(VolumeWriteError, match="cannot be saved as a DICOM Parametric Map"):
@@ -292,3 +292,16 @@ def test_moved_source_files_are_named(tmp_path, series, mask):
     os.remove(files[2])
     with pytest.raises(VolumeWriteError, match=re.escape(f"{files[2]} no longer exists")):
         write_dicom_seg(out_dir(tmp_path) / "m.dcm", mask, vol.geometry)
+
+
+def test_label_values_are_segment_numbers_even_with_gaps(tmp_path, series):
+    """A corrected mask holding only label 3 (say): segments 1 and 2 are empty but described,
+    so reading the SEG back gives label 3 again."""
+    _files, vol = series
+    m = np.zeros(SHAPE, np.uint16)
+    m[2, 3:5, 4:6] = 3
+    path = write_dicom_seg(tmp_path / "series" / "gap.dcm", m, vol.geometry)
+    assert [s.SegmentNumber for s in hd.seg.segread(path).SegmentSequence] == [1, 2, 3]
+    back = read_dicom_seg(path)
+    assert back.data.dtype == np.uint8
+    np.testing.assert_array_equal(back.data, m)
