@@ -117,3 +117,38 @@ def test_seg_that_does_not_fit_its_layer_notifies(tmp_path, scan, npe2, records)
     (severity, message), = [r for r in records() if r[0] == "error"]
     assert "does not match the DICOM series (5 slices of 9 x 11)" in message
     assert not out.exists()
+
+
+def test_file_save_and_open_in_a_viewer(tmp_path, scan, records):
+    """napari's own paths: File > Open the series, a mask derived as the Detect widget does,
+    File > Save Selected Layers as .dcm, File > Open the SEG: Labels on the scan."""
+    from napari.components import ViewerModel
+
+    from napari_vae_anomaly.widgets.heatmap_layers import derived_kwargs
+
+    viewer = ViewerModel()
+    (image,) = viewer.open(str(tmp_path / "series"), plugin=PLUGIN)
+    mask = (np.asarray(image.data) > 150).astype(np.uint8)
+    labels = viewer.add_labels(mask, name="series anomaly mask", **derived_kwargs(image, "mask"))
+    viewer.layers.selection = {labels}
+    out = tmp_path / "series_mask.dcm"
+    assert viewer.layers.save(str(out), selected=True) == [str(out)]
+    (reopened,) = viewer.open(str(out), plugin=PLUGIN)
+    assert reopened.name == "series_mask" and type(reopened).__name__ == "Labels"
+    np.testing.assert_array_equal(reopened.data, mask)
+    assert tuple(reopened.scale) == pytest.approx(tuple(image.scale))
+    assert tuple(reopened.translate) == pytest.approx(tuple(image.translate))
+    assert [s for s, _m in records() if s == "error"] == []
+
+
+def test_damaged_seg_is_one_error_line(tmp_path, scan, npe2, records):
+    _data, kwargs, _kind = scan
+    good = tmp_path / "mask.dcm"
+    npe2.write(str(good), [(np.ones(SHAPE, np.uint8), mask_meta(kwargs), "labels")],
+               plugin_name=PLUGIN)
+    bad = tmp_path / "cut.dcm"
+    bad.write_bytes(good.read_bytes()[:-40])  # pixel data cut short
+    assert npe2.read([str(bad)], stack=False, plugin_name=PLUGIN) == [(None,)]
+    (severity, message), = records()
+    assert severity == "error" and message.startswith("cut.dcm: not a readable DICOM SEG")
+    assert "\n" not in message

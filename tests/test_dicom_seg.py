@@ -269,6 +269,9 @@ def test_existing_file_is_kept_unless_overwrite(tmp_path, series, mask):
     assert path.read_bytes() == b"precious"
     write_dicom_seg(path, mask, vol.geometry, overwrite=True)
     assert is_dicom_seg(path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # like any file the user writes
 
 
 def test_failed_write_leaves_nothing_partial(tmp_path, series, mask, monkeypatch):

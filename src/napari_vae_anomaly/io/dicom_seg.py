@@ -14,6 +14,7 @@ No Qt, no napari; highdicom and pydicom are imported only when used.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,6 +209,7 @@ def read_dicom_seg(path: str | os.PathLike) -> Any:
     except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types
         raise VolumeReadError(f"{name}: not a readable DICOM SEG ({exc})".splitlines()[0]
                               ) from None
+    _check_pixel_data(seg, name)
     series_uid = _referenced_series(seg)
     folder = _find_series_folder(p, series_uid) if series_uid else None
     if folder is not None:
@@ -388,14 +390,16 @@ def _series_number(datasets: list[Any]) -> int:
 
 
 def _save_atomic(ds: Any, path: Path, overwrite: bool) -> None:
-    """Write into a hidden temporary file beside ``path`` and move it in place."""
+    """Write into a hidden temporary folder beside ``path``, then move the file in place: a
+    failed write never leaves half a file nor destroys an existing one. (A folder, not
+    ``mkstemp``, so the file gets the usual permissions from the umask, not 0600.)"""
     name = path.name
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
+        tmp_dir = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise VolumeWriteError(f"{name}: cannot write into {path.parent} ({exc.strerror})"
                                ) from None
-    os.close(fd)
+    tmp = os.path.join(tmp_dir, name)
     try:
         ds.save_as(tmp, enforce_file_format=True)
         if path.exists() and not overwrite:
@@ -405,13 +409,25 @@ def _save_atomic(ds: Any, path: Path, overwrite: bool) -> None:
     except OSError as exc:
         raise VolumeWriteError(f"{name}: writing failed ({exc.strerror or exc})") from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _smallest(labels: np.ndarray) -> np.ndarray:
     hi = int(labels.max()) if labels.size else 0
     return labels.astype(np.uint8 if hi < 256 else np.uint16, copy=False)
+
+
+def _check_pixel_data(seg: Any, name: str) -> None:
+    """Refuse a SEG whose (uncompressed) pixel data is shorter than its frames need."""
+    syntax = getattr(getattr(seg, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed or "PixelData" not in seg:
+        return
+    n = int(seg.get("NumberOfFrames", 1) or 1) * int(seg.Rows) * int(seg.Columns)
+    need = (n * int(seg.BitsAllocated) + 7) // 8
+    have = len(seg.PixelData)
+    if have < need:
+        raise VolumeReadError(f"{name}: not a readable DICOM SEG (its pixel data is truncated: "
+                              f"{have} of {need} bytes)")
 
 
 def _referenced_series(seg: Any) -> str | None:
