@@ -308,3 +308,14 @@ def test_label_values_are_segment_numbers_even_with_gaps(tmp_path, series):
     back = read_dicom_seg(path)
     assert back.data.dtype == np.uint8
     np.testing.assert_array_equal(back.data, m)
+
+
+def test_without_highdicom_the_message_names_the_extra(tmp_path, series, mask, monkeypatch):
+    import sys
+
+    _files, vol = series
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # as if not installed
+    with pytest.raises(VolumeWriteError, match=r"needs highdicom: pip install "
+                                               r"'napari-vae-anomaly\[dicom\]'"):
+        write_dicom_seg(out_dir(tmp_path) / "m.dcm", mask, vol.geometry)
+    assert os.listdir(out_dir(tmp_path)) == []

@@ -104,14 +104,14 @@ def _warn_oblique(volume: Any, name: str) -> None:
 
 def _is_seg(path: str | os.PathLike) -> bool:
     from .io.dicom import is_dicom_file
-    from .io.dicom_seg import is_dicom_seg
+    from .io.dicom_seg_read import is_dicom_seg
 
     return Path(path).is_file() and is_dicom_file(path) and is_dicom_seg(path)
 
 
 def _seg_layers(path: str | os.PathLike) -> list[LayerData]:
     """A DICOM SEG as one Labels layer (value = segment number) on its source series."""
-    from .io.dicom_seg import read_dicom_seg
+    from .io.dicom_seg_read import read_dicom_seg
     from .io.read import case_name
 
     vol = read_dicom_seg(path)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import VolumeReadError
 from .dicom import DICOM_EXTENSIONS, is_dicom_file, itk_reason, read_dicom_series
-from .dicom_seg import SOURCE_FILES_KEY
+from .dicom_source import SOURCE_FILES_KEY
 from .geometry import Geometry
 from .volume import Volume
 
