@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import VolumeReadError
 from .dicom_source import source_files
+from .volume import Volume
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 _SEARCH_FILES = 5000  # files probed when looking for a SEG's source series
@@ -35,7 +36,7 @@ def is_dicom_seg(path: str | os.PathLike) -> bool:
         return False
 
 
-def read_dicom_seg(path: str | os.PathLike) -> Any:
+def read_dicom_seg(path: str | os.PathLike) -> Volume:
     """Read a DICOM SEG as a label :class:`~.volume.Volume` (value = segment number).
 
     The labels are placed on the source series' grid (found next to the SEG: its folder, the
@@ -44,7 +45,6 @@ def read_dicom_seg(path: str | os.PathLike) -> Any:
     says so. Raises VolumeReadError.
     """
     from .read import read_volume
-    from .volume import Volume
 
     p = Path(path)
     name = p.name
@@ -149,10 +149,9 @@ def _series_uid(file: Path) -> str | None:
         return None
 
 
-def _on_own_frames(seg: Any, name: str) -> Any:
+def _on_own_frames(seg: Any, name: str) -> Volume:
     """Labels on the grid the SEG's frames span (when its source series is not at hand)."""
     from .geometry import Geometry
-    from .volume import Volume
 
     try:
         vol = seg.get_volume(combine_segments=True, dtype=np.uint16)
