@@ -97,14 +97,14 @@ def test_scan_not_from_dicom_is_refused_before_predicting(setup, tmp_path, capsy
     assert list(out.iterdir()) == []
 
 
-def test_failed_map_removes_the_case_mask(setup, tmp_path, capsys, monkeypatch):
+def test_failed_map_leaves_nothing_of_the_case(setup, tmp_path, capsys, monkeypatch):
     import napari_vae_anomaly.io.dicom_seg as dicom_seg
     from napari_vae_anomaly.errors import VolumeWriteError
 
     def full_disk(path, *_a, **_k):
         raise VolumeWriteError(f"{path.name}: writing failed (No space left on device)")
 
-    monkeypatch.setattr(dicom_seg, "write_dicom_parametric_map", full_disk)
+    monkeypatch.setattr(dicom_seg, "stage_dicom_parametric_map", full_disk)
     out = tmp_path / "o"
     assert predict(setup.series, "--model", setup.ckpt, "--out-dir", out,
                    "--format", "dicom-seg") == 1

@@ -319,3 +319,24 @@ def test_without_highdicom_the_message_names_the_extra(tmp_path, series, mask, m
                                                r"'napari-vae-anomaly\[dicom\]'"):
         write_dicom_seg(out_dir(tmp_path) / "m.dcm", mask, vol.geometry)
     assert os.listdir(out_dir(tmp_path)) == []
+
+
+def test_silently_cut_file_is_caught_before_it_replaces_anything(tmp_path, series, mask,
+                                                                  monkeypatch):
+    """A writer that 'succeeds' with a cut-off file (as on a full disk): verification reads
+    the staged file back and refuses it; the previous file stays byte for byte."""
+    _files, vol = series
+    path = out_dir(tmp_path) / "m.dcm"
+    path.write_bytes(b"previous mask")
+    original = pydicom.Dataset.save_as
+
+    def cut(self, filename, *args, **kwargs):
+        original(self, filename, *args, **kwargs)
+        data = Path(filename).read_bytes()
+        Path(filename).write_bytes(data[: len(data) - 10])
+
+    monkeypatch.setattr(pydicom.Dataset, "save_as", cut)
+    with pytest.raises(VolumeWriteError, match=r"^m\.dcm: writing failed \(the file read back "
+                                               r"differs"):
+        write_dicom_seg(path, mask, vol.geometry, overwrite=True)
+    assert os.listdir(path.parent) == ["m.dcm"] and path.read_bytes() == b"previous mask"

@@ -161,9 +161,47 @@ def test_augmentation_on_device():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="epochs or a time budget"):
+    with pytest.raises(ValueError, match="epochs, steps or a time budget"):
         tiny_config(epochs=None)
     with pytest.raises(ValueError, match="differs from the model size"):
         tiny_config(preprocess=PreprocessConfig(size=64))
     d = tiny_config().to_dict()
     assert d["vae"]["latent"] == 16 and d["preprocess"]["size"] == 32 and d["augment"]["flip"]
+
+
+def test_max_steps_ends_the_run_and_sets_the_schedule(volumes):
+    res = train(tiny_config(epochs=None, max_steps=7, schedule="cosine", min_lr_factor=0.1), volumes)
+    assert res.steps == 7 and res.stopped_reason == "completed"
+    # cosine decays over the 7 steps: the last step's learning rate is the floor
+    assert res.history[-1]["lr"] == pytest.approx(3e-3 * 0.1, rel=1e-6)
+    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+        tiny_config(max_steps=0)
+    with pytest.raises(ValueError, match="denoise_std must be >= 0"):
+        tiny_config(denoise_std=-1.0)
+
+
+def test_coarse_noise_is_low_frequency_and_stays_in_the_foreground():
+    from napari_vae_anomaly.training.augment import coarse_noise
+
+    x = torch.zeros(64, 1, 32, 32)
+    m = torch.zeros_like(x, dtype=torch.bool)
+    m[:, :, 4:28, 4:28] = True
+    y = coarse_noise(x, m, std=0.5, resolution=4, generator=torch.Generator().manual_seed(0))
+    d = y - x
+    assert torch.equal(d[~m], torch.zeros_like(d[~m]))  # background untouched
+    inside = d[:, :, 4:28, 4:28]
+    assert 0.2 < float(inside.std()) < 0.6  # about the asked std (bilinear smooths a little)
+    # low frequency: neighbouring pixels differ far less than the noise itself
+    step = (inside[..., 1:] - inside[..., :-1]).abs().mean()
+    assert float(step) < 0.3 * float(inside.abs().mean())  # white noise: about 1.1
+    y2 = coarse_noise(x, m, std=0.5, resolution=4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(y, y2)  # seeded
+
+
+def test_denoising_training_records_its_settings(volumes, tmp_path):
+    out = tmp_path / "dae.safetensors"
+    res = train(tiny_config(epochs=2, denoise_std=0.3, denoise_res=4), volumes, out=out)
+    loaded = load_checkpoint(res.path)
+    cfg = loaded.card["training"]["config"]
+    assert cfg["denoise_std"] == 0.3 and cfg["denoise_res"] == 4
+    assert np.isfinite(res.best_val)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from .. import __version__
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    handler = _warnings_to_stderr(args.command)
     try:
         return int(args.func(args) or 0)
     except AnomalyError as exc:
@@ -44,6 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"napari-vae-anomaly {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        logging.getLogger("napari_vae_anomaly").removeHandler(handler)
+
+
+def _warnings_to_stderr(command: str) -> logging.Handler:
+    """Print the package's logged warnings (volume notes) as one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"napari-vae-anomaly {command}: warning: %(message)s"))
+    logger = logging.getLogger("napari_vae_anomaly")
+    logger.addHandler(handler)
+    return handler
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,8 +3,12 @@
 For every input it writes ``<case>_<predictor>.nii.gz`` (float32 maps), ``<case>_ensemble.nii.gz``
 when several maps are combined, and ``<case>_mask.nii.gz`` (uint8), all with the input's
 geometry. The mask comes from the ensemble when there is one, else from the single map.
-Outputs of a case are checked before anything is computed or written, so a case is either
-written completely or not at all (unless a write fails midway). A case that fails is reported
+Before anything is computed, case names are checked for clashes (two inputs that would write
+the same files; ``--keep-parent`` adds the folder name) and the output folder for
+writability. Outputs of a case are checked before it is computed, then written and verified
+in temporary files and moved into place together, so a case is written completely or not at
+all. Volume notes (DICOM series chosen, uneven slices, NaN replaced, channel used) are printed
+as warnings. A case that fails is reported
 on one line and skipped; the exit status is 1 when any case failed.
 
 ``--format dicom-seg`` (inputs read from DICOM; needs the ``dicom`` extra) writes the mask as a
@@ -21,6 +25,7 @@ from typing import Any
 
 from ..errors import AnomalyError, VolumeWriteError
 from ..predictors.registry import PREDICTORS, PredictorOptions, describe
+from .outputs import check_writable_folder, unique_case_names, volume_notes, write_case
 
 DEFAULT_PREDICTORS = ("combi",)
 DICOM_SEG = "dicom-seg"
@@ -69,6 +74,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
                    help="output folder (default: current folder)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--keep-parent", action="store_true",
+                   help="name outputs <folder>_<case>_... after each input's folder too, for "
+                        "inputs that share a file name (a/scan.nii.gz, b/scan.nii.gz)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse DICOM series with missing or uneven slice positions "
+                        "(default: warn)")
     p.add_argument("--format", choices=("nifti", DICOM_SEG), default="nifti",
                    help="nifti (default): .nii.gz files; dicom-seg: for DICOM inputs, the mask as "
                         "a DICOM SEG and the maps as DICOM Parametric Maps (.dcm) referencing "
@@ -98,8 +109,7 @@ def output_paths(case: str, out_dir: Path, keys: list[str]) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..io.read import case_name, read_volume
-    from ..io.write import write_volume
+    from ..io.read import read_volume
     from ..models.checkpoint import load_checkpoint
     from ..postprocessing.mask import MaskOptions, postprocess
     from ..predictors.calibration import reference_scores_from_checkpoint, thresholds_at_fraction
@@ -108,8 +118,11 @@ def run(args: argparse.Namespace) -> int:
 
     names = list(dict.fromkeys(args.predictor or DEFAULT_PREDICTORS))
     options = options_from_args(args)
+    cases = unique_case_names(args.inputs, args.keep_parent)  # before any computation
     device = resolve_device(args.device)
     models = [load_checkpoint(m, device=device) for m in args.model]
+    out_dir: Path = args.out_dir
+    check_writable_folder(out_dir)  # before the calibration and the cases are computed
     keys = list(names)
     if len(names) * len(models) > 1:
         keys.append(ENSEMBLE_KEY)
@@ -134,17 +147,10 @@ def run(args: argparse.Namespace) -> int:
     mask_opts = MaskOptions(median_size=args.median, min_voxels=args.min_size,
                             min_mm3=args.min_volume, fill_holes=args.fill_holes)
 
-    out_dir: Path = args.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VolumeWriteError(f"--out-dir {out_dir}: cannot create it ({exc.strerror})") from None
-
     failed: list[str] = []
     bar = tqdm(args.inputs, desc="predict", unit="case", disable=args.no_progress, file=sys.stderr)
-    for src in bar:
+    for src, case in zip(bar, cases, strict=True):
         try:
-            case = case_name(src)
             paths = output_paths(case, out_dir, keys)
             if args.format == DICOM_SEG:
                 paths = dicom_paths(paths)
@@ -153,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
                 raise VolumeWriteError(
                     f"{existing[0]} exists ({len(existing)} output(s) of this case); "
                     "use --overwrite to replace")
-            vol = read_volume(src)
+            vol = read_volume(src, strict=args.strict)
+            for note in volume_notes(vol, src):
+                tqdm.write(f"predict: warning: {note}", file=sys.stderr)
             if args.format == DICOM_SEG:  # refuse before the expensive part
                 check_dicom_input(vol, paths["mask"].name)
             res = predict_volume(vol, models, names, options, ensemble=args.normalize)
@@ -166,9 +174,9 @@ def run(args: argparse.Namespace) -> int:
                 write_dicom_case(paths, maps, mask, vol, about, args.overwrite)
                 bar.set_postfix_str(f"{case}: {int(mask.sum())} voxels flagged")
                 continue
-            for k in keys:
-                write_volume(paths[k], maps[k], vol.geometry, overwrite=args.overwrite)
-            write_volume(paths["mask"], mask, vol.geometry, overwrite=args.overwrite)
+            outputs = {paths[k]: maps[k] for k in keys}
+            outputs[paths["mask"]] = mask
+            write_case(outputs, vol.geometry, overwrite=args.overwrite)
             bar.set_postfix_str(f"{case}: {int(mask.sum())} voxels flagged")
         except AnomalyError as exc:
             failed.append(str(src))
@@ -197,20 +205,23 @@ def check_dicom_input(vol: Any, name: str) -> None:
 
 def write_dicom_case(paths: dict[str, Path], maps: dict[str, Any], mask: Any, vol: Any,
                      about: dict[str, str], overwrite: bool) -> None:
-    """Write a case's mask (SEG, first) and maps (Parametric Maps); on failure remove what this
-    case wrote, so a case is written completely or not at all."""
-    from ..io.dicom_seg import write_dicom_parametric_map, write_dicom_seg
+    """Write a case's mask (SEG) and maps (Parametric Maps) all or none: each is staged and
+    verified first, then they are moved into place together (as ``write_case`` does)."""
+    from ..io import dicom_seg
 
+    about = dict(about)
     model = about.pop("models")
-    written: list[Path] = []
+    staged = []
     try:
-        written.append(write_dicom_seg(paths["mask"], mask, vol.geometry, model_name=model,
-                                       parameters=about, overwrite=overwrite))
+        staged.append(dicom_seg.stage_dicom_seg(paths["mask"], mask, vol.geometry,
+                                                model_name=model, parameters=about,
+                                                overwrite=overwrite))
         for k in (k for k in paths if k != "mask"):
-            written.append(write_dicom_parametric_map(paths[k], maps[k], vol.geometry,
-                                                      map_label=k, model_name=model,
-                                                      overwrite=overwrite))
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
+            staged.append(dicom_seg.stage_dicom_parametric_map(
+                paths[k], maps[k], vol.geometry, map_label=k, model_name=model,
+                overwrite=overwrite))
+        for s in staged:
+            s.commit()
+    finally:
+        for s in staged:
+            s.discard()

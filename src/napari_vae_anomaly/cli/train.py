@@ -127,6 +127,28 @@ def build_config(args: argparse.Namespace) -> Any:
         raise AnomalyError(f"invalid option: {exc}") from None
 
 
+# options --resume replaces by the checkpoint's values, with their defaults
+_RESUMED = {"size": ("size", 64), "latent": ("latent", 256), "features": ("features", (16, 32, 64, 256)),
+            "likelihood": ("likelihood", "gaussian"), "beta": ("beta", 1.0)}
+
+
+def check_resume_options(args: argparse.Namespace) -> None:
+    """Refuse model options that --resume would silently ignore (they differ from the card)."""
+    from ..models.checkpoint import read_card
+
+    arch = read_card(args.resume).get("architecture") or {}
+    for opt, (key, default) in _RESUMED.items():
+        given = getattr(args, opt)
+        stored = arch.get(key)
+        if isinstance(given, tuple):
+            stored = tuple(stored) if isinstance(stored, list) else stored
+        if given != default and stored is not None and given != stored:
+            shown = ",".join(map(str, given)) if isinstance(given, tuple) else given
+            raise AnomalyError(f"--{opt} {shown} conflicts with --resume {args.resume}, whose "
+                               f"{key} is {arch.get(key)}; the checkpoint's architecture is "
+                               f"kept, so drop --{opt}")
+
+
 def _inputs(args: argparse.Namespace) -> list[Any]:
     inputs: list[Any] = list(args.normal)
     if args.phantom:
@@ -150,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
     if len(args.phantom_shape) != 3:
         raise AnomalyError(f"--phantom-shape needs 3 values (Z,Y,X), got {args.phantom_shape}")
     config = build_config(args)
+    if args.resume:
+        check_resume_options(args)
     out = Path(args.out).expanduser()
     if out.exists() and not args.overwrite:  # fail before reading any data
         raise AnomalyError(f"--out {out} already exists; add --overwrite to replace it")

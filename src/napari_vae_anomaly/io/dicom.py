@@ -94,11 +94,12 @@ def find_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
 
 
 def read_dicom_series(
-    folder: str | os.PathLike, series_uid: str | None = None
+    folder: str | os.PathLike, series_uid: str | None = None, strict: bool = False
 ) -> tuple[Any, DicomSeries, list[str]]:
     """Read one series of ``folder`` as a SimpleITK image.
 
-    Returns the image, the series read and notes for the user (the series left out).
+    Returns the image, the series read and notes for the user (the series chosen and those
+    left out, uneven slice positions). ``strict`` refuses uneven slice positions.
     """
     import SimpleITK as sitk
 
@@ -124,6 +125,8 @@ def read_dicom_series(
         )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(chosen.files))
+    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.LoadPrivateTagsOff()
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -131,7 +134,26 @@ def read_dicom_series(
             f"{name}: DICOM series {chosen.uid} could not be read as one volume "
             f"(slices differ in size or type, or a file is damaged): {itk_reason(exc)}"
         ) from None
+    problem = _slice_problem(reader, chosen.n_files)
+    if problem:
+        message = f"{name}: DICOM series {chosen.label()}: {problem}"
+        if strict:
+            raise VolumeReadError(message + " (refused in strict mode)")
+        notes.append(message)
     return image, chosen, notes
+
+
+def _slice_problem(reader: Any, n: int) -> str | None:
+    """Uneven slice positions of a series just read (see :mod:`.dicom_slices`)."""
+    from .dicom_slices import ORIENTATION, POSITION, slice_problem
+
+    def tag(i: int, key: str) -> str | None:
+        try:
+            return reader.GetMetaData(i, key) if reader.HasMetaDataKey(i, key) else None
+        except RuntimeError:
+            return None
+
+    return slice_problem([tag(i, POSITION) for i in range(n)], tag(0, ORIENTATION))
 
 
 def itk_reason(exc: BaseException, limit: int = 160) -> str:

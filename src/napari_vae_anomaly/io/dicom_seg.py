@@ -11,7 +11,6 @@ No Qt, no napari; highdicom and pydicom are imported only when used.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VolumeWriteError
+from .atomic import TEMP_SUFFIX, clean_stale_temps, fsync_path, temp_prefix
 from .dicom_seg_read import SEG_SOP_CLASS_UID, is_dicom_seg, read_dicom_seg
 from .dicom_source import (
     SOURCE_FILES_KEY,
@@ -28,11 +28,13 @@ from .dicom_source import (
     source_datasets,
     source_files,
 )
+from .write import StagedWrite
 
 __all__ = [
     "DICOM_OUT_EXTENSIONS", "SEG_SOP_CLASS_UID", "SOURCE_FILES_KEY", "check_dicom_source",
     "is_dicom_seg", "not_from_dicom_message", "read_dicom_seg", "source_files",
-    "write_dicom_parametric_map", "write_dicom_seg",
+    "stage_dicom_parametric_map", "stage_dicom_seg", "write_dicom_parametric_map",
+    "write_dicom_seg",
 ]
 
 DICOM_OUT_EXTENSIONS = (".dcm",)
@@ -40,7 +42,19 @@ MANUFACTURER = "napari-vae-anomaly"
 
 
 # ------------------------------------------------------------------------------- public
-def write_dicom_seg(
+def write_dicom_seg(path: str | os.PathLike, labels: np.ndarray, geometry: Any,
+                    **options: Any) -> Path:
+    """Write ``labels`` as a DICOM SEG (see :func:`stage_dicom_seg` for the options)."""
+    return _commit(stage_dicom_seg(path, labels, geometry, **options))
+
+
+def write_dicom_parametric_map(path: str | os.PathLike, values: np.ndarray, geometry: Any,
+                               **options: Any) -> Path:
+    """Write ``values`` as a Parametric Map (see :func:`stage_dicom_parametric_map`)."""
+    return _commit(stage_dicom_parametric_map(path, values, geometry, **options))
+
+
+def stage_dicom_seg(
     path: str | os.PathLike,
     labels: np.ndarray,
     geometry: Any,
@@ -49,8 +63,10 @@ def write_dicom_seg(
     model_name: str = "",
     parameters: dict[str, str] | None = None,
     overwrite: bool = False,
-) -> Path:
-    """Write integer ``labels`` (z, y, x) as a binary DICOM SEG referencing the source series.
+) -> StagedWrite:
+    """Build integer ``labels`` (z, y, x) as a binary DICOM SEG referencing the source series,
+    written and verified beside ``path``; ``.commit()`` moves it in (``predict`` commits a
+    case's files together).
 
     Each label value v >= 1 becomes segment number v (values absent from the mask give empty
     segments), so reading the SEG back gives the same label image. Raises VolumeWriteError.
@@ -97,11 +113,10 @@ def write_dicom_seg(
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise VolumeWriteError(f"{name}: the DICOM SEG could not be built ({exc})") from None
     seg.SeriesDescription = _description(segment_label, model_name)[:64]
-    _save_atomic(seg, path, overwrite)
-    return path
+    return _stage(seg, path, overwrite)
 
 
-def write_dicom_parametric_map(
+def stage_dicom_parametric_map(
     path: str | os.PathLike,
     values: np.ndarray,
     geometry: Any,
@@ -109,8 +124,9 @@ def write_dicom_parametric_map(
     map_label: str = "anomaly score",
     model_name: str = "",
     overwrite: bool = False,
-) -> Path:
-    """Write a float map (z, y, x) as a DICOM Parametric Map referencing the source series.
+) -> StagedWrite:
+    """Build a float map (z, y, x) as a DICOM Parametric Map referencing the source series,
+    written and verified beside ``path`` (commit with ``.commit()``).
 
     Non-finite values are stored as 0 (the format holds plain floats). Raises VolumeWriteError.
     """
@@ -148,8 +164,7 @@ def write_dicom_parametric_map(
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise VolumeWriteError(f"{name}: the Parametric Map could not be built ({exc})") from None
     pm.SeriesDescription = _description(map_label, model_name)[:64]
-    _save_atomic(pm, path, overwrite)
-    return path
+    return _stage(pm, path, overwrite)
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -209,26 +224,58 @@ def _series_number(datasets: list[Any]) -> int:
         return 1000
 
 
-def _save_atomic(ds: Any, path: Path, overwrite: bool) -> None:
-    """Write into a hidden temporary folder beside ``path``, then move the file in place: a
-    failed write never leaves half a file nor destroys an existing one. (A folder, not
-    ``mkstemp``, so the file gets the usual permissions from the umask, not 0600.)"""
+def _stage(ds: Any, path: Path, overwrite: bool) -> StagedWrite:
+    """Save ``ds`` into a hidden temporary folder beside ``path``, flush it and read it back
+    (the pixel data must be the bytes we meant to write) before anything may replace the
+    target: a full disk or a cut-off file never reaches ``path``. Commit with ``.commit()``."""
     name = path.name
+    parent = path.parent
+    clean_stale_temps(parent)
     try:
-        tmp_dir = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(name), suffix=TEMP_SUFFIX, dir=parent))
+    except PermissionError:
+        raise VolumeWriteError(f"{name}: permission denied: cannot write into {parent}") from None
     except OSError as exc:
-        raise VolumeWriteError(f"{name}: cannot write into {path.parent} ({exc.strerror})"
-                               ) from None
-    tmp = os.path.join(tmp_dir, name)
+        raise VolumeWriteError(f"{name}: cannot write into {parent} ({exc.strerror})") from None
+    staged = StagedWrite(path, tmp, [name], overwrite)
     try:
-        ds.save_as(tmp, enforce_file_format=True)
-        if path.exists() and not overwrite:
-            raise VolumeWriteError(f"{path}: already exists; use overwrite (--overwrite) to "
-                                   "replace it")
-        os.replace(tmp, path)
+        ds.save_as(tmp / name, enforce_file_format=True)
+        fsync_path(tmp / name)
+        _verify(tmp / name, ds, name)
     except OSError as exc:
+        staged.discard()
         raise VolumeWriteError(f"{name}: writing failed ({exc.strerror or exc})") from None
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
+def _verify(file: Path, ds: Any, name: str) -> None:
+    import pydicom
+
+    try:
+        back = pydicom.dcmread(file)
+        same = (back.SOPInstanceUID == ds.SOPInstanceUID
+                and bytes(back.get(_pixel_keyword(ds), b"")) == bytes(ds.get(_pixel_keyword(ds))))
+    except OSError:
+        raise
+    except Exception:  # noqa: BLE001 - a file pydicom cannot parse is a failed write
+        same = False
+    if not same:
+        raise VolumeWriteError(f"{name}: writing failed (the file read back differs from what "
+                               "was written; is the disk full?)")
+
+
+def _pixel_keyword(ds: Any) -> str:
+    for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if key in ds:
+            return key
+    return "PixelData"
+
+
+def _commit(staged: StagedWrite) -> Path:
+    try:
+        return staged.commit()
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
+        staged.discard()

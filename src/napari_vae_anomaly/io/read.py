@@ -10,6 +10,7 @@ scanners and converters do emit a few, and refusing the whole scan for them help
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import struct
@@ -71,46 +72,68 @@ def read_volume(
     *,
     series: str | None = None,
     nonfinite: NonFinite = "zero",
+    strict: bool = False,
 ) -> Volume:
     """Read one volume in (z, y, x) order; for 4-D files the chosen ``channel`` (default 0).
 
     ``series`` picks a DICOM series by UID when ``path`` is a folder (default: the largest).
+    ``strict`` refuses DICOM series with uneven slice positions (else they are a note).
     """
     return _read(path, channel=0 if channel is None else channel, series=series,
-                 nonfinite=nonfinite)[0]
+                 nonfinite=nonfinite, strict=strict)[0]
 
 
 def read_channels(
-    path: str | os.PathLike, *, series: str | None = None, nonfinite: NonFinite = "zero"
+    path: str | os.PathLike, *, series: str | None = None, nonfinite: NonFinite = "zero",
+    strict: bool = False,
 ) -> list[Volume]:
     """Read every channel of a file (one volume for 2-D/3-D files), decoding it only once."""
-    return _read(path, channel=None, series=series, nonfinite=nonfinite)
+    return _read(path, channel=None, series=series, nonfinite=nonfinite, strict=strict)
 
 
 # ---------------------------------------------------------------------------- internals
 def _read(
-    path: str | os.PathLike, channel: int | None, series: str | None, nonfinite: NonFinite
+    path: str | os.PathLike, channel: int | None, series: str | None, nonfinite: NonFinite,
+    strict: bool = False,
 ) -> list[Volume]:
+    name = Path(path).name or str(path)
     try:
-        return _read_checked(path, channel, series, nonfinite)
-    except OSError as exc:  # permissions, vanished files, I/O errors
-        name = Path(path).name or str(path)
+        return _read_checked(path, channel, series, nonfinite, strict)
+    except PermissionError:
+        raise VolumeReadError(f"{name}: permission denied (cannot read it)") from None
+    except OSError as exc:  # vanished files, I/O errors
         raise VolumeReadError(f"{name}: cannot be read ({exc.strerror or exc})") from None
 
 
+def _check_access(p: Path) -> None:
+    """Say "permission denied" rather than "does not exist" or "damaged"."""
+    try:
+        exists = p.exists()
+    except PermissionError:
+        exists = False
+    if not exists:
+        parent = p.parent
+        if parent.is_dir() and not os.access(parent, os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        raise VolumeReadError(f"{p}: no such file or folder")
+    need = os.R_OK | (os.X_OK if p.is_dir() else 0)
+    if not os.access(p, need):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+
 def _read_checked(
-    path: str | os.PathLike, channel: int | None, series: str | None, nonfinite: NonFinite
+    path: str | os.PathLike, channel: int | None, series: str | None, nonfinite: NonFinite,
+    strict: bool = False,
 ) -> list[Volume]:
     import SimpleITK as sitk
 
     p = Path(path)
     name = p.name or str(p)
-    if not p.exists():
-        raise VolumeReadError(f"{p}: no such file or folder")
+    _check_access(p)
     notes: list[str] = []
     extra: dict[str, Any] = {}
     if p.is_dir():
-        image, chosen, notes = read_dicom_series(p, series)
+        image, chosen, notes = read_dicom_series(p, series, strict=strict)
         extra = {"format": "DICOM series", "series_uid": chosen.uid,
                  SOURCE_FILES_KEY: [str(Path(f).resolve()) for f in chosen.files]}
     else:
@@ -119,6 +142,8 @@ def _read_checked(
         image = _read_file(p, fmt)
         if fmt == "DICOM":  # kept so a mask can be saved as a DICOM SEG referencing it
             extra[SOURCE_FILES_KEY] = [str(p.resolve())]
+        if fmt == "NIfTI":  # ITK turns NaN/Inf into 0 before we see them: count the raw ones
+            notes += _nifti_nonfinite_note(p, name, nonfinite)
     _check_pixels(image.GetPixelID(), image.GetNumberOfComponentsPerPixel(), name)
     _check_size(image.GetSize(), name)
     arr = sitk.GetArrayFromImage(image)
@@ -268,6 +293,22 @@ def _finite(
     arr[bad] = 0
     notes.append(f"{name}: {n_bad} NaN/infinite voxels were set to 0")
     return arr, notes
+
+
+def _nifti_nonfinite_note(p: Path, name: str, nonfinite: NonFinite) -> list[str]:
+    from .nifti_raw import count_nonfinite
+
+    try:
+        n_bad, n_all = count_nonfinite(p)
+    except (OSError, EOFError, zlib.error, ValueError):
+        return []  # the voxels were read by ITK; a raw scan that fails is not a new problem
+    if n_bad == 0:
+        return []
+    if n_bad == n_all:
+        raise VolumeReadError(f"{name}: every voxel is NaN or infinite")
+    if nonfinite == "error":
+        raise VolumeReadError(f"{name}: {n_bad} voxels are NaN or infinite")
+    return [f"{name}: {n_bad} NaN/infinite voxels were set to 0"]
 
 
 # ---------------------------------------------------------------------------- NIfTI guard

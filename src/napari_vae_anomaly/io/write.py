@@ -1,8 +1,9 @@
 """Write a voxel array with its geometry to NIfTI, NRRD or MetaImage, atomically.
 
-The file is first written into a hidden temporary folder beside the target and then moved in
+The file is first written into a hidden temporary folder beside the target, flushed, verified
+(:mod:`.verify`: SimpleITK's NIfTI writer does not raise on a full disk) and only then moved in
 place with ``os.replace``: a failed write (full disk, bad data) never leaves half a file and
-never destroys an existing one. Detached formats (.mhd, .nhdr) also produce a data file
+never destroys an existing one. Temporaries of killed runs are removed by the next write. Detached formats (.mhd, .nhdr) also produce a data file
 (.zraw / .raw.gz) beside the header; both are moved together.
 
 Precision: NRRD and MetaImage keep spacing, origin and direction to float64; NIfTI stores them
@@ -14,14 +15,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import VolumeWriteError
+from .atomic import TEMP_SUFFIX, clean_stale_temps, fsync_path, temp_prefix
 from .dicom import itk_reason
 from .geometry import Geometry
 from .read import file_extension
+from .verify import Verify, verify_written
 
 WRITE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _SITK_DTYPES = frozenset(
@@ -57,12 +61,64 @@ def write_volume(
     data: np.ndarray,
     geometry: Geometry,
     overwrite: bool = False,
+    verify: Verify = "auto",
 ) -> Path:
     """Write ``data`` ((z, y, x) order) with ``geometry``; returns the path of the header file.
 
     Refuses to replace an existing file (or the data file of a detached header) unless
-    ``overwrite`` is True. Raises :class:`VolumeWriteError`.
+    ``overwrite`` is True. The file is verified (see :mod:`.verify`) before it replaces
+    anything. Raises :class:`VolumeWriteError`.
     """
+    staged = stage_volume(path, data, geometry, overwrite=overwrite, verify=verify)
+    try:
+        return staged.commit()
+    finally:
+        staged.discard()
+
+
+@dataclass
+class StagedWrite:
+    """A verified volume waiting in a temporary folder beside its target.
+
+    Why separate: a caller writing several files (one case of ``predict``) stages them all
+    first and commits only when every one is verified, so a case is never left half written.
+    """
+
+    path: Path
+    tmp: Path
+    files: list[str]  # names inside ``tmp``, header last
+    overwrite: bool
+
+    def commit(self) -> Path:
+        """Move the files into place (refusing existing ones unless ``overwrite``)."""
+        parent = self.path.parent
+        if not self.overwrite:
+            clash = [f for f in self.files if (parent / f).exists()]
+            if clash:
+                raise VolumeWriteError(f"{parent / clash[0]}: already exists; use overwrite "
+                                       "(--overwrite) to replace it")
+        try:
+            for f in self.files:
+                os.replace(self.tmp / f, parent / f)
+        except OSError as exc:
+            raise VolumeWriteError(f"{self.path.name}: writing failed "
+                                   f"({exc.strerror or exc})") from None
+        fsync_path(parent)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary folder and whatever is still in it."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def stage_volume(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    geometry: Geometry,
+    overwrite: bool = False,
+    verify: Verify = "auto",
+) -> StagedWrite:
+    """Write and verify ``data`` in a temporary folder beside ``path``; see :func:`write_volume`."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -94,25 +150,29 @@ def write_volume(
     except RuntimeError as exc:
         raise VolumeWriteError(f"{name}: invalid geometry ({itk_reason(exc)})") from None
 
+    clean_stale_temps(parent)
     try:
-        tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(name), suffix=TEMP_SUFFIX, dir=parent))
+    except PermissionError:
+        raise VolumeWriteError(f"{name}: permission denied: cannot write into {parent}") from None
     except OSError as exc:
         raise VolumeWriteError(f"{name}: cannot write into {parent} ({exc.strerror})") from None
+    staged = StagedWrite(path, tmp, [], overwrite)
     try:
         try:
-            sitk.WriteImage(image, os.path.join(tmp, name), True)
+            sitk.WriteImage(image, str(tmp / name), True)
         except RuntimeError as exc:
             raise VolumeWriteError(f"{name}: writing failed ({itk_reason(exc)})") from None
-        produced = sorted(os.listdir(tmp), key=lambda f: f == name)  # header last
-        if not overwrite:
-            clash = [f for f in produced if (parent / f).exists()]
-            if clash:
-                raise VolumeWriteError(f"{parent / clash[0]}: already exists; use overwrite "
-                                       "(--overwrite) to replace it")
-        for f in produced:
-            os.replace(os.path.join(tmp, f), parent / f)
+        staged.files = sorted(os.listdir(tmp), key=lambda f: f == name)  # header last
+        if name not in staged.files:
+            raise VolumeWriteError(f"{name}: writing failed (no file was produced)")
+        for f in staged.files:
+            fsync_path(tmp / f)
+        verify_written(tmp / name, [tmp / f for f in staged.files], arr, verify)
     except OSError as exc:
+        staged.discard()
         raise VolumeWriteError(f"{name}: writing failed ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    except BaseException:
+        staged.discard()
+        raise
+    return staged

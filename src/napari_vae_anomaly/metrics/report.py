@@ -126,11 +126,13 @@ class MetricsResult:
             existing = [str(p) for p in paths.values() if p.exists()]
             if existing:
                 raise AnomalyError(f"refusing to overwrite {', '.join(existing)} (use --overwrite)")
+        from ..io.atomic import atomic_write_text
+
         text = {"md": self.to_markdown, "csv": self.to_csv, "json": self.to_json}
         try:
             out.mkdir(parents=True, exist_ok=True)
             for f, p in paths.items():
-                p.write_text(text[f](), encoding="utf-8")
+                atomic_write_text(p, text[f]())
         except OSError as exc:
             raise AnomalyError(f"cannot write metrics to {out}: {exc.strerror or exc}") from exc
         return paths

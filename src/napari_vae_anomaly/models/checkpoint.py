@@ -13,12 +13,15 @@ Layout (format ``napari-vae-anomaly.vae``, version :data:`FORMAT_VERSION`):
 - metadata (str -> str): ``format``, ``format_version`` and ``card`` (the JSON model card,
   see :mod:`.card`).
 
-Files are written atomically (temporary file in the target folder, then ``os.replace``) and
-never overwrite an existing file unless asked.
+Files are written atomically (temporary file in the target folder, flushed, read back and
+compared, then ``os.replace``), get the mode the umask gives any new file, and never overwrite
+an existing file unless asked. Loading validates the card and the tensor table strictly
+(:mod:`.card_schema`) before a single weight is allocated.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -31,12 +34,28 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..io.atomic import (
+    TEMP_SUFFIX,
+    chmod_like_new_file,
+    clean_stale_temps,
+    fsync_path,
+    temp_prefix,
+)
 from .card import environment_info, now_iso
+from .card_schema import (
+    CardError,
+    architecture_from_card,
+    check_card,
+    check_tensor_table,
+    preprocessing_from_card,
+)
 from .vae import VAE, VAEConfig
 
 FORMAT_NAME = "napari-vae-anomaly.vae"
 FORMAT_VERSION = 1
 MAX_REFERENCE = 64
+MAX_HEADER = 16_000_000  # bytes of JSON header (cards are a few kB)
+MAX_FILE = 1 << 30  # a checkpoint of MAX_PARAMETERS float32 weights is 400 MB
 MODEL_PREFIX = "model."
 REF_IMAGES = "normal_reference.images"
 REF_MASKS = "normal_reference.masks"
@@ -179,20 +198,51 @@ def save_checkpoint(
     if not path.parent.exists():
         raise CheckpointError(f"cannot write {path}: folder {path.parent} does not exist")
     payload = checkpoint_bytes(model, card, preprocess, normal_reference)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale_temps(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX,
+                                   dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {_os_reason(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
+        _verify_saved(Path(tmp), payload, path)
+        chmod_like_new_file(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise CheckpointError(f"cannot write {path}: {_os_reason(exc)}; nothing was "
+                              "replaced") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _os_reason(exc: OSError) -> str:
+    """Say "permission denied" and "disk full" plainly; other errors by their system text."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device (disk full)"
+    return str(exc.strerror or exc)
+
+
+def _verify_saved(tmp: Path, payload: bytes, path: Path) -> None:
+    """Read the temporary file back: same size, same bytes, a header that parses."""
+    size = os.path.getsize(tmp)
+    if size != len(payload):
+        raise CheckpointError(f"cannot write {path}: only {size} of {len(payload)} bytes were "
+                              "written (disk full?); nothing was replaced")
+    raw = tmp.read_bytes()
+    if raw != payload:
+        raise CheckpointError(f"cannot write {path}: the bytes read back differ from those "
+                              "written; nothing was replaced")
+    _check_metadata(path, _parse_header(path, raw).get("__metadata__") or {})
 
 
 # --------------------------------------------------------------------------- loading
@@ -214,13 +264,13 @@ def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
     if len(raw) < 8:
         raise CheckpointError(f"{path} is truncated or not a safetensors checkpoint ({len(raw)} bytes)")
     (n,) = struct.unpack("<Q", raw[:8])
-    if n == 0 or n > len(raw) - 8 or n > 100_000_000:
-        if 0 < n <= 100_000_000 and raw[8:9] == b"{":
+    if n == 0 or n > len(raw) - 8 or n > MAX_HEADER:
+        if 0 < n <= MAX_HEADER and raw[8:9] == b"{":
             raise CheckpointError(f"{path} is truncated (header cut off); save or copy it again")
         raise CheckpointError(f"{path} is not a safetensors checkpoint (unrecognized file content)")
     try:
         header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path} is not a safetensors checkpoint (unreadable header)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors checkpoint (unexpected header)")
@@ -229,7 +279,10 @@ def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
         if key == "__metadata__":
             continue
         try:
-            end = max(end, int(info["data_offsets"][1]))
+            start, stop = info["data_offsets"]
+            if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop):
+                raise ValueError
+            end = max(end, stop)
         except (TypeError, KeyError, IndexError, ValueError):
             raise CheckpointError(f"{path} has a malformed safetensors header (tensor {key!r})") from None
     if 8 + n + end > len(raw):
@@ -249,16 +302,25 @@ def read_card(path: str | Path) -> dict[str, Any]:
 
 def _read(path: Path) -> bytes:
     if not path.exists():
+        if path.parent.is_dir() and not os.access(path.parent, os.X_OK):
+            raise CheckpointError(f"cannot read {path}: permission denied (folder "
+                                  f"{path.parent})")
         raise CheckpointError(f"model file {path} does not exist")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a model file")
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE:
+            raise CheckpointError(f"{path} is {size:,} bytes, larger than any checkpoint this "
+                                  f"package writes ({MAX_FILE:,} at most)")
         return path.read_bytes()
     except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise CheckpointError(f"cannot read {path}: {_os_reason(exc)}") from None
 
 
 def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has a malformed safetensors header (metadata)")
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(
             f"{path} is a safetensors file but not a napari-vae-anomaly checkpoint "
@@ -266,7 +328,7 @@ def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         )
     try:
         version = int(meta.get("format_version", ""))
-    except ValueError:
+    except (TypeError, ValueError):
         raise CheckpointError(f"{path} has an invalid format_version {meta.get('format_version')!r}") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
@@ -275,12 +337,19 @@ def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         )
     if version < 1:
         raise CheckpointError(f"{path} has an unsupported checkpoint format version {version}")
+    text = meta.get("card", "")
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path} has a damaged model card (not text)")
     try:
-        card = json.loads(meta.get("card", ""))
-    except json.JSONDecodeError:
+        card = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path} has a damaged model card (invalid JSON)") from None
     if not isinstance(card, dict) or not isinstance(card.get("architecture"), dict):
         raise CheckpointError(f"{path} has a model card without an architecture")
+    try:
+        check_card(card)
+    except CardError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     return card
 
 
@@ -297,43 +366,25 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     header = _parse_header(path, raw)
     card = _check_metadata(path, header.get("__metadata__") or {})
     try:
-        config = VAEConfig.from_dict(card["architecture"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} has an invalid architecture in its card: {exc}") from None
+        config = architecture_from_card(card)
+        pre_dict = preprocessing_from_card(card, config.size)
+        check_tensor_table(header, config, MODEL_PREFIX)
+    except CardError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     try:
-        preprocess = PreprocessConfig.from_dict(card.get("preprocessing") or {"size": config.size})
+        preprocess = PreprocessConfig.from_dict(pre_dict)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has invalid preprocessing settings: {exc}") from None
     try:
         tensors = load(raw)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
         raise CheckpointError(f"{path} is damaged: {str(exc).splitlines()[0]}") from None
 
-    model = VAE(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = [
-        f"{k} {tuple(found[k].shape)} != {expected[k]}"
-        for k in sorted(set(found) & set(expected))
-        if tuple(found[k].shape) != expected[k]
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} tensor(s) e.g. {missing[0]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensor(s) e.g. {unexpected[0]}")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatch(es) e.g. {wrong[0]}")
-    if problems:
-        raise CheckpointError(
-            f"{path} does not match its architecture (size {config.size}, features "
-            f"{list(config.features)}, latent {config.latent}): " + "; ".join(problems)
-        )
     bad = [k for k, v in found.items() if not v.is_floating_point() or not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path} holds non-finite or non-float weights (e.g. {bad[0]})")
+    model = VAE(config)
     model.load_state_dict({k: v.float() for k, v in found.items()}, strict=True)
     model.to(resolve_device(device)).eval()
 
@@ -346,6 +397,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
                 f"expected (N, {config.in_channels}, {config.size}, {config.size})"
             )
         normal_images = imgs.float().numpy()
+        if not np.isfinite(normal_images).all():
+            raise CheckpointError(f"{path} has non-finite normal reference slices")
         masks = tensors.get(REF_MASKS)
         normal_masks = (
             np.ones(normal_images.shape, dtype=bool)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 LIKELIHOODS = ("gaussian", "laplace")
+DECODER_HEADS = ("transpose", "conv3")
 
 
 @dataclass
@@ -32,6 +33,10 @@ class VAEConfig:
     latent: int = 256
     likelihood: str = "gaussian"
     beta: float = 1.0
+    # last decoder stage: "transpose" (a stride-2 transposed convolution straight to the
+    # output, the reference work's) or "conv3" (upsample to features[0] maps, then a 3x3
+    # convolution: no checkerboard, finer detail)
+    decoder_head: str = "transpose"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -40,6 +45,8 @@ class VAEConfig:
             raise ValueError(f"size must be a power of two >= 8, got {self.size}")
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.decoder_head not in DECODER_HEADS:
+            raise ValueError(f"decoder_head must be one of {DECODER_HEADS}, got {self.decoder_head!r}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if self.latent < 1 or not self.features:
@@ -63,6 +70,7 @@ class VAEConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known.setdefault("decoder_head", "transpose")  # cards written before the option
         return cls(**known)
 
 
@@ -86,7 +94,11 @@ class VAE(nn.Module):
         for f in reversed(feats[:-1]):
             dec += [nn.ConvTranspose2d(ch, f, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
             ch = f
-        dec.append(nn.ConvTranspose2d(ch, c.in_channels, 4, stride=2, padding=1))
+        if c.decoder_head == "conv3":
+            dec += [nn.ConvTranspose2d(ch, feats[0], 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+                    nn.Conv2d(feats[0], c.in_channels, 3, padding=1)]
+        else:
+            dec.append(nn.ConvTranspose2d(ch, c.in_channels, 4, stride=2, padding=1))
         self.decoder = nn.Sequential(*dec)
 
     @property

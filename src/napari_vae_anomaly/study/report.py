@@ -157,7 +157,9 @@ def write_outputs(
         "results.json": _json(result),
         "per_case.csv": result.per_case.to_csv(),
     }
+    from ..io.atomic import atomic_write_text
+
     for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
+        atomic_write_text(out / name, text)
         paths[name.replace(".", "_")] = out / name
     return paths

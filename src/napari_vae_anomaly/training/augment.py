@@ -64,3 +64,30 @@ def augment_batch(
         noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
         x = x + fg * std * noise
     return x + background
+
+
+def coarse_noise(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    std: float,
+    resolution: int = 16,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``images`` plus low-frequency Gaussian noise inside the foreground ``masks``.
+
+    The noise is drawn on a ``resolution`` x ``resolution`` grid (a little larger, so a random
+    shift never shows its edge), upsampled bilinearly to the image and shifted by a random
+    offset, as in the coarse-noise denoising autoencoder of Kascenas et al. (2022): a model
+    trained to remove blob-sized perturbations learns to replace anything unfamiliar of that
+    size by normal tissue, which is what lesions need.
+    """
+    n, c, h, w = images.shape
+    dev, dt = images.device, images.dtype
+    cells = resolution + 2
+    z = torch.randn((n, c, cells, cells), generator=generator, device=dev, dtype=dt) * std
+    big = F.interpolate(z, size=(h * cells // resolution, w * cells // resolution),
+                        mode="bilinear", align_corners=False)
+    dy = torch.randint(0, big.shape[-2] - h + 1, (1,), generator=generator, device=dev).item()
+    dx = torch.randint(0, big.shape[-1] - w + 1, (1,), generator=generator, device=dev).item()
+    noise = big[..., dy : dy + h, dx : dx + w]
+    return images + noise * masks.to(dt)

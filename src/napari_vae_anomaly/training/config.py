@@ -44,6 +44,7 @@ class TrainConfig:
     preprocess: Any = None  # PreprocessConfig; None -> defaults with size = vae.size
     epochs: int | None = 30
     time_budget_s: float | None = None
+    max_steps: int | None = None  # optimizer steps; ends the run like epochs/time budget
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -58,6 +59,11 @@ class TrainConfig:
     amp: bool = True  # mixed precision, CUDA only (bf16 where supported, else fp16 + scaler)
     grad_clip: float | None = 100.0  # max gradient norm; guards early steps against blow-ups
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # denoising objective (Kascenas et al. 2022): the input gets coarse noise, drawn on a
+    # denoise_res x denoise_res grid, upsampled and randomly shifted, inside the foreground;
+    # the reconstruction term compares the output with the clean slice. 0 = plain VAE.
+    denoise_std: float = 0.0
+    denoise_res: int = 16
     max_reference: int = 64  # held-out normal slices stored in the checkpoint
     out: str | Path | None = None  # checkpoint path (train_iter's ``out`` wins)
     overwrite: bool = False
@@ -77,8 +83,14 @@ class TrainConfig:
             raise ValueError(
                 f"preprocessing size {self.preprocess.size} differs from the model size {self.vae.size}"
             )
-        if self.epochs is None and self.time_budget_s is None:
-            raise ValueError("give a number of epochs or a time budget")
+        if self.epochs is None and self.time_budget_s is None and self.max_steps is None:
+            raise ValueError("give a number of epochs, steps or a time budget")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not self.denoise_std >= 0 or self.denoise_res < 1:
+            raise ValueError(
+                f"denoise_std must be >= 0 and denoise_res >= 1, got {self.denoise_std}, {self.denoise_res}"
+            )
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:

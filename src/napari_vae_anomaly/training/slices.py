@@ -8,6 +8,7 @@ slices without any lesion voxel are kept (a common protocol when no healthy scan
 from __future__ import annotations
 
 import glob
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 
 from ..errors import VolumeReadError
 from ..io.volume import Volume
+
+log = logging.getLogger(__name__)
 
 _FALLBACK_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff")
 _DICOM_EXTENSIONS = (".dcm", ".ima", ".dicom")
@@ -74,7 +77,10 @@ def load_volume(item: Any) -> tuple[Volume, str]:
         return Volume(np.asarray(item), Geometry.identity(item.ndim)), "array"
     from ..io import read_volume
 
-    return read_volume(item), str(item)
+    volume = read_volume(item)
+    for note in volume.notes:  # series chosen, NaN replaced...: the CLI prints them
+        log.warning(note)
+    return volume, str(item)
 
 
 def _mask_array(mask: Any, volume: Volume, name: str) -> np.ndarray | None:
@@ -113,7 +119,7 @@ def collect_slices(
     masks: Sequence[Any] | None = None,
 ) -> SliceSet:
     """Read, preprocess and stack the normal slices of every input volume."""
-    from ..preprocessing import lesion_free_slices, preprocess_volume
+    from ..preprocessing import PreprocessError, lesion_free_slices, preprocess_volume
 
     items = expand_inputs(inputs)
     if not items:
@@ -130,7 +136,10 @@ def collect_slices(
         volume, name = load_volume(item)
         if volume.data.ndim != 3:
             raise VolumeReadError(f"{name} is {volume.data.ndim}-D; training needs 3-D volumes")
-        batch = preprocess_volume(volume.data, preprocess, training=True)
+        try:
+            batch = preprocess_volume(volume.data, preprocess, training=True)
+        except PreprocessError as exc:  # name the file: "empty foreground" alone helps nobody
+            raise VolumeReadError(f"{Path(name).name}: {exc}") from None
         lesion = _mask_array(masks[i], volume, name) if masks is not None else None
         if lesion is not None:
             n_before = len(batch)

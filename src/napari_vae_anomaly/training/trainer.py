@@ -30,7 +30,7 @@ from ..models.card import environment_info, now_iso
 from ..models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from ..models.vae import VAE
 from . import distributed
-from .augment import augment_batch
+from .augment import augment_batch, coarse_noise
 from .config import TrainConfig
 from .slices import collect_slices, split_train_val
 
@@ -285,6 +285,8 @@ def _run(ctx: distributed.DistContext, config: TrainConfig, inputs, masks, stop,
     bs = min(config.batch_size, shard)
     steps_per_epoch = math.ceil(shard / bs)
     total_steps = config.epochs * steps_per_epoch if config.epochs else None
+    if config.max_steps is not None:
+        total_steps = min(total_steps or config.max_steps, config.max_steps)
     schedule = _Schedule(config, total_steps)
     first_epoch = len(history) + 1
     last_epoch = first_epoch + config.epochs - 1 if config.epochs else None
@@ -395,8 +397,9 @@ def _run(ctx: distributed.DistContext, config: TrainConfig, inputs, masks, stop,
                 flags = ctx.all_reduce(torch.tensor([float(want_stop), elapsed], device=device), "max")
                 want_stop, elapsed = bool(flags[0] > 0), float(flags[1])
             over_time = config.time_budget_s is not None and elapsed >= config.time_budget_s
-            if want_stop or over_time:
-                reason = "stopped" if want_stop else "time_budget"
+            over_steps = config.max_steps is not None and step >= config.max_steps
+            if want_stop or over_time or over_steps:
+                reason = "stopped" if want_stop else ("completed" if over_steps else "time_budget")
                 finished = True
                 break
             tb = time.perf_counter()
@@ -406,8 +409,10 @@ def _run(ctx: distributed.DistContext, config: TrainConfig, inputs, masks, stop,
                 group["lr"] = lr
             idx = perm[b * bs : (b + 1) * bs]
             xb = augment_batch(train_x[idx], train_m[idx], config.augment, background, aug_gen)
+            x_in = (coarse_noise(xb, train_m[idx], config.denoise_std, config.denoise_res, aug_gen)
+                    if config.denoise_std > 0 else xb)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                x_hat, mu, logvar = net(xb)
+                x_hat, mu, logvar = net(x_in)
             rec = core.pixel_rec(xb, x_hat.float()).flatten(1).sum(1)
             kl = core.kl(mu.float(), logvar.float())
             loss = (rec + beta * kl).mean()
