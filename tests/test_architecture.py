@@ -7,6 +7,7 @@ import sys
 
 CORE = [
     "napari_vae_anomaly.io",
+    "napari_vae_anomaly.io.dicom_seg",
     "napari_vae_anomaly.data.phantom",
     "napari_vae_anomaly.data.datasets",
     "napari_vae_anomaly.preprocessing",

@@ -164,7 +164,10 @@ def test_dicom_series_folder_picks_largest_and_lists_others(tmp_path):
     np.testing.assert_array_equal(vol.data, big)
     assert vol.geometry.spacing == pytest.approx((0.8, 0.7, 2.5))
     assert vol.geometry.origin == pytest.approx((-10.0, 5.0, 30.0))
-    assert vol.geometry.extra == {"format": "DICOM series", "series_uid": "1.2.826.0.1.1.100"}
+    extra = dict(vol.geometry.extra)
+    files = extra.pop("dicom_files")  # the source files, in slice order, for DICOM SEG output
+    assert extra == {"format": "DICOM series", "series_uid": "1.2.826.0.1.1.100"}
+    assert files == [str((folder / f"t1_{k:03d}.dcm").resolve()) for k in range(6)]
     assert len(vol.notes) == 1
     note = vol.notes[0]
     assert note.startswith("export holds 2 DICOM series; read 'T1 axial' (MR, 6 slices")
@@ -188,6 +191,7 @@ def test_dicom_series_in_a_subfolder_and_single_file(tmp_path):
     assert one.shape == (1, 6, 7)
     np.testing.assert_array_equal(one.data[0], data[2])
     assert one.geometry.origin[2] == pytest.approx(35.0)
+    assert one.geometry.extra["dicom_files"] == [str((sub / "s002.dcm").resolve())]
     assert is_dicom_file(sub / "s002.dcm")
     os.rename(sub / "s002.dcm", sub / "s002")  # DICOM files often have no extension
     assert read_volume(sub / "s002").shape == (1, 6, 7)

@@ -41,7 +41,8 @@ def test_installed_manifest_is_the_top_level_file():
 @pytest.mark.parametrize(
     "command",
     ["napari-vae-anomaly.get_reader", "napari-vae-anomaly.write_labels",
-     "napari-vae-anomaly.write_image"],
+     "napari-vae-anomaly.write_image", "napari-vae-anomaly.write_labels_dicom",
+     "napari-vae-anomaly.write_image_dicom"],
 )
 def test_io_commands_resolve(command):
     import npe2
@@ -62,6 +63,7 @@ def test_manifest_declares_the_readable_and_writable_formats():
     import npe2
 
     from napari_vae_anomaly.io import supported_extensions, writable_extensions
+    from napari_vae_anomaly.io.dicom_seg import DICOM_OUT_EXTENSIONS
 
     manifest = npe2.PluginManifest.from_file(MANIFEST)
     (reader,) = manifest.contributions.readers
@@ -69,9 +71,15 @@ def test_manifest_declares_the_readable_and_writable_formats():
     patterns = {p.lower() for p in reader.filename_patterns}
     for ext in (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".png", ".tif"):
         assert f"*{ext}" in patterns and ext in supported_extensions()
+    dicom_writers = []
     for writer in manifest.contributions.writers:
+        if writer.command.endswith("_dicom"):  # DICOM SEG / Parametric Map
+            assert tuple(writer.filename_extensions) == DICOM_OUT_EXTENSIONS
+            dicom_writers.append(tuple(writer.layer_types))
+            continue
         assert set(writer.filename_extensions) <= set(writable_extensions())
         assert writer.filename_extensions[0] == ".nii.gz"
+    assert sorted(dicom_writers) == [("image",), ("labels",)]
 
 
 def test_wheel_ships_the_manifest_once_as_a_real_file(tmp_path):
@@ -92,5 +100,6 @@ def test_wheel_ships_the_manifest_once_as_a_real_file(tmp_path):
         text = zf.read(entry_points).decode()
     assert "[napari.manifest]" in text
     assert "napari-vae-anomaly = napari_vae_anomaly:napari.yaml" in text
-    for module in ("_reader.py", "_writer.py", "io/read.py", "io/write.py", "io/dicom.py"):
+    for module in ("_reader.py", "_writer.py", "io/read.py", "io/write.py", "io/dicom.py",
+                   "io/dicom_seg.py"):
         assert f"napari_vae_anomaly/{module}" in names

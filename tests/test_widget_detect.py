@@ -399,6 +399,7 @@ def test_mask_and_heatmaps_carry_the_original_mask_and_threshold(setup, qtbot):
     t_cal = widget.result.outcome.thresholds["rec"]
     assert mask.metadata[TAG]["threshold"] == pytest.approx(t_cal)
     assert mask.metadata[TAG]["map"] == mask.metadata[TAG]["predictor"] == "rec"
+    assert mask.metadata[TAG]["models"] == [m.name for m in widget._models]  # for DICOM SEG
     heat = viewer.layers["scan rec"]
     assert heat.metadata[TAG]["threshold"] == pytest.approx(t_cal)
     kl = viewer.layers["scan kl_grad"]

@@ -9,6 +9,9 @@ could be read the reader returns napari's "null layer" sentinel ``[(None,)]``; a
 would make napari 0.9 report "returned no data" and open its reader-choice dialog on top of
 our message.
 
+A DICOM Segmentation (SEG) file opens as a Labels layer placed on its source series (looked for
+beside it), so a mask saved as DICOM SEG can be reopened, corrected and saved again.
+
 Files named ``*_seg``, ``*_mask``, ``*_label`` or ``*_labels`` (also with '-') holding
 integer voxels open as Labels layers.
 """
@@ -64,16 +67,14 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
 def _layers_for(path: str | os.PathLike) -> list[LayerData]:
     from .io.read import case_name, read_channels
 
+    if _is_seg(path):
+        return _seg_layers(path)
     volumes = read_channels(path)
     name = case_name(path)
     first = volumes[0]
     for note in dict.fromkeys(n for v in volumes for n in v.notes):
         _notify_warning(note)
-    if first.geometry.is_oblique():
-        _notify_warning(
-            f"{name}: oblique scan displayed axis-aligned (its rotation is not shown); "
-            "masks and images saved from it keep the original orientation"
-        )
+    _warn_oblique(first, name)
     out: list[LayerData] = []
     for vol in volumes:
         layer_name = name if vol.channel is None else f"{name} [{vol.channels[vol.channel]}]"
@@ -91,6 +92,35 @@ def _layers_for(path: str | os.PathLike) -> list[LayerData]:
             kwargs["visible"] = False  # show one modality at a time; the others are a click away
         out.append((vol.data, kwargs, "image"))
     return out
+
+
+def _warn_oblique(volume: Any, name: str) -> None:
+    if volume.geometry.is_oblique():
+        _notify_warning(
+            f"{name}: oblique scan displayed axis-aligned (its rotation is not shown); "
+            "masks and images saved from it keep the original orientation"
+        )
+
+
+def _is_seg(path: str | os.PathLike) -> bool:
+    from .io.dicom import is_dicom_file
+    from .io.dicom_seg_read import is_dicom_seg
+
+    return Path(path).is_file() and is_dicom_file(path) and is_dicom_seg(path)
+
+
+def _seg_layers(path: str | os.PathLike) -> list[LayerData]:
+    """A DICOM SEG as one Labels layer (value = segment number) on its source series."""
+    from .io.dicom_seg_read import read_dicom_seg
+    from .io.read import case_name
+
+    vol = read_dicom_seg(path)
+    name = case_name(path)
+    for note in vol.notes:
+        _notify_warning(note)
+    _warn_oblique(vol, name)
+    meta = {"source_path": str(Path(path).resolve()), "notes": list(vol.notes)}
+    return [(vol.data, vol.layer_kwargs(name=name, metadata=meta), "labels")]
 
 
 def is_label_volume(name: str, data: Any) -> bool:

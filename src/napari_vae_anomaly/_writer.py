@@ -1,5 +1,9 @@
 """napari writers for Image and Labels layers that keep the source scan's geometry.
 
+Masks and maps of a scan read from DICOM can also be saved as DICOM (``.dcm``): a Labels layer
+as a DICOM SEG, an Image layer (a heatmap) as a Parametric Map, both referencing the scan's
+series so they go back to the PACS with it (:mod:`.io.dicom_seg`).
+
 The geometry comes from ``layer.metadata["geometry"]`` (set by this plugin's reader and copied
 onto derived layers) when its dimensionality matches the data; otherwise from the layer's scale
 and translate with an identity direction. napari's save dialog has already asked the user
@@ -32,6 +36,58 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - never raise into napari's save action
         _notify_error(_message(exc, path))
         return []
+
+
+def write_labels_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write a Labels layer as a DICOM SEG referencing the DICOM series of its scan."""
+    try:
+        from .io.dicom_seg import write_dicom_seg
+
+        arr = _label_array(data)
+        tag = _tag(meta)
+        label = "anomaly" if tag.get("role") == "mask" else str(meta.get("name") or "anomaly")
+        params = {k: str(tag[k]) for k in ("predictor", "threshold") if tag.get(k) is not None}
+        written = write_dicom_seg(path, arr, layer_geometry(arr, meta), segment_label=label,
+                                  model_name=_model_names(tag), parameters=params,
+                                  overwrite=True)
+        return [str(written)]
+    except Exception as exc:  # noqa: BLE001 - never raise into napari's save action
+        _notify_error(_message(exc, path))
+        return []
+
+
+def write_image_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write an Image layer (a heatmap) as a DICOM Parametric Map referencing its scan's series."""
+    try:
+        import numpy as np
+
+        from .io.dicom_seg import write_dicom_parametric_map
+
+        if meta.get("rgb"):
+            raise _write_error(f"{_name(path)}: RGB images cannot be saved as a Parametric Map")
+        if meta.get("multiscale"):
+            data = data[0]
+        arr = np.asarray(data)
+        tag = _tag(meta)
+        label = str(tag.get("map") or meta.get("name") or "anomaly score")
+        written = write_dicom_parametric_map(path, arr, layer_geometry(arr, meta),
+                                             map_label=label, model_name=_model_names(tag),
+                                             overwrite=True)
+        return [str(written)]
+    except Exception as exc:  # noqa: BLE001 - never raise into napari's save action
+        _notify_error(_message(exc, path))
+        return []
+
+
+def _tag(meta: dict[str, Any]) -> dict[str, Any]:
+    """This plugin's detection tag (role, map, predictor, threshold, models) of a layer."""
+    tag = (meta.get("metadata") or {}).get("vae_anomaly")
+    return tag if isinstance(tag, dict) else {}
+
+
+def _model_names(tag: dict[str, Any]) -> str:
+    models = tag.get("models") or []
+    return ", ".join(str(m) for m in models) if isinstance(models, list | tuple) else str(models)
 
 
 def layer_geometry(data: Any, meta: dict[str, Any]) -> Any:

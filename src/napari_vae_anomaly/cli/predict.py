@@ -10,6 +10,10 @@ in temporary files and moved into place together, so a case is written completel
 all. Volume notes (DICOM series chosen, uneven slices, NaN replaced, channel used) are printed
 as warnings. A case that fails is reported
 on one line and skipped; the exit status is 1 when any case failed.
+
+``--format dicom-seg`` (inputs read from DICOM; needs the ``dicom`` extra) writes the mask as a
+DICOM SEG ``<case>_mask.dcm`` and the maps as DICOM Parametric Maps ``<case>_<predictor>.dcm``,
+all referencing the input series, so they can go back to the PACS with it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..predictors.registry import DEFAULT_PREDICTORS, PREDICTORS, PredictorOptio
 from .outputs import check_writable_folder, unique_case_names, volume_notes, write_case
 
 _D = PredictorOptions()
+DICOM_SEG = "dicom-seg"
 
 
 def register(subparsers: Any) -> None:
@@ -83,6 +88,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--strict", action="store_true",
                    help="refuse DICOM series with missing or uneven slice positions "
                         "(default: warn)")
+    p.add_argument("--format", choices=("nifti", DICOM_SEG), default="nifti",
+                   help="nifti (default): .nii.gz files; dicom-seg: for DICOM inputs, the mask as "
+                        "a DICOM SEG and the maps as DICOM Parametric Maps (.dcm) referencing "
+                        "the input series")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -152,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     for src, case in zip(bar, cases, strict=True):
         try:
             paths = output_paths(case, out_dir, keys)
+            if args.format == DICOM_SEG:
+                paths = dicom_paths(paths)
             existing = [p for p in paths.values() if p.exists()]
             if existing and not args.overwrite:
                 raise VolumeWriteError(
@@ -160,10 +171,18 @@ def run(args: argparse.Namespace) -> int:
             vol = read_volume(src, strict=args.strict)
             for note in volume_notes(vol, src):
                 tqdm.write(f"predict: warning: {note}", file=sys.stderr)
+            if args.format == DICOM_SEG:  # refuse before the expensive part
+                check_dicom_input(vol, paths["mask"].name)
             res = predict_volume(vol, models, names, options, ensemble=args.normalize)
             maps = res.all_maps()
             spacing = vol.geometry.spacing
             mask = postprocess(maps[mask_key], threshold, mask_opts, res.foreground, spacing)
+            if args.format == DICOM_SEG:
+                about = {"models": ", ".join(m.name for m in models), "predictor": mask_key,
+                         "threshold": f"{threshold:.6g}"}
+                write_dicom_case(paths, maps, mask, vol, about, args.overwrite)
+                bar.set_postfix_str(f"{case}: {int(mask.sum())} voxels flagged")
+                continue
             outputs = {paths[k]: maps[k] for k in keys}
             outputs[paths["mask"]] = mask
             write_case(outputs, vol.geometry, overwrite=args.overwrite)
@@ -178,3 +197,40 @@ def run(args: argparse.Namespace) -> int:
     print(f"predict: {n - len(failed)} of {n} case(s) done, written to {out_dir}"
           + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------ DICOM output
+def dicom_paths(paths: dict[str, Path]) -> dict[str, Path]:
+    """The same outputs named ``.dcm`` (DICOM SEG for the mask, Parametric Maps for maps)."""
+    return {k: p.with_name(p.name.removesuffix(".nii.gz") + ".dcm") for k, p in paths.items()}
+
+
+def check_dicom_input(vol: Any, name: str) -> None:
+    """Refuse, before predicting, an input that cannot be referenced by a DICOM SEG."""
+    from ..io.dicom_seg import check_dicom_source
+
+    check_dicom_source(vol.geometry, vol.shape, name)
+
+
+def write_dicom_case(paths: dict[str, Path], maps: dict[str, Any], mask: Any, vol: Any,
+                     about: dict[str, str], overwrite: bool) -> None:
+    """Write a case's mask (SEG) and maps (Parametric Maps) all or none: each is staged and
+    verified first, then they are moved into place together (as ``write_case`` does)."""
+    from ..io import dicom_seg
+
+    about = dict(about)
+    model = about.pop("models")
+    staged = []
+    try:
+        staged.append(dicom_seg.stage_dicom_seg(paths["mask"], mask, vol.geometry,
+                                                model_name=model, parameters=about,
+                                                overwrite=overwrite))
+        for k in (k for k in paths if k != "mask"):
+            staged.append(dicom_seg.stage_dicom_parametric_map(
+                paths[k], maps[k], vol.geometry, map_label=k, model_name=model,
+                overwrite=overwrite))
+        for s in staged:
+            s.commit()
+    finally:
+        for s in staged:
+            s.discard()

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import VolumeReadError
 from .dicom import DICOM_EXTENSIONS, is_dicom_file, itk_reason, read_dicom_series
+from .dicom_source import SOURCE_FILES_KEY
 from .geometry import Geometry
 from .volume import Volume
 
@@ -133,11 +134,14 @@ def _read_checked(
     extra: dict[str, Any] = {}
     if p.is_dir():
         image, chosen, notes = read_dicom_series(p, series, strict=strict)
-        extra = {"format": "DICOM series", "series_uid": chosen.uid}
+        extra = {"format": "DICOM series", "series_uid": chosen.uid,
+                 SOURCE_FILES_KEY: [str(Path(f).resolve()) for f in chosen.files]}
     else:
         fmt = _format_of(p)
         extra = {"format": fmt}
         image = _read_file(p, fmt)
+        if fmt == "DICOM":  # kept so a mask can be saved as a DICOM SEG referencing it
+            extra[SOURCE_FILES_KEY] = [str(p.resolve())]
         if fmt == "NIfTI":  # ITK turns NaN/Inf into 0 before we see them: count the raw ones
             notes += _nifti_nonfinite_note(p, name, nonfinite)
     _check_pixels(image.GetPixelID(), image.GetNumberOfComponentsPerPixel(), name)

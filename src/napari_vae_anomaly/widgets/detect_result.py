@@ -136,7 +136,8 @@ class DetectResultMixin:
     def _tag_threshold(self, mask_layer: Any) -> None:
         """Record the threshold in use on the mask we just wrote and on the map's heatmap."""
         res = self.result
-        fields = {"map": res.map_name, "predictor": res.map_name, "threshold": res.threshold}
+        fields = {"map": res.map_name, "predictor": res.map_name, "threshold": res.threshold,
+                  "models": list(res.outcome.models)}
         tag_detection(mask_layer, **fields)
         heat = res.heatmaps.get(res.map_name)
         if heat is not None and heat in self.viewer.layers:

@@ -66,6 +66,7 @@ class DetectOutcome:
     mask_maps: dict[str, np.ndarray] = field(default_factory=dict)  # median-filtered, if asked
     cancelled: bool = False
     seconds: float = 0.0
+    models: list[str] = field(default_factory=list)  # names, for DICOM SEG descriptions
 
     def mask_map(self, name: str) -> np.ndarray:
         return self.mask_maps.get(name, self.maps[name])
@@ -163,4 +164,5 @@ def detect_job(
             yield DetectProgress(i, len(maps), "median filter")
             mask_maps[name] = median_filter_map(arr, request.median_size, foreground)
     return DetectOutcome(maps, primary, thresholds, foreground, mask_maps,
-                         cancelled=stop.is_set(), seconds=time.perf_counter() - t0)
+                         cancelled=stop.is_set(), seconds=time.perf_counter() - t0,
+                         models=[str(getattr(m, "name", m)) for m in request.models])
