@@ -1,4 +1,9 @@
-"""napari sample data (File > Open Sample): the procedural brain phantom.
+"""napari sample data (File > Open Sample): real anatomy (MNI152) and the procedural phantom.
+
+The MNI152 samples are subjects of the realistic benchmark (:mod:`.data.realistic`): the
+template's real anatomy, deformed, FLAIR-like, at 2 mm, with a tumour, white-matter
+hyperintensities and a stroke-like territory; they need the template that ships with nilearn
+(``pip install "napari-vae-anomaly[realistic]"``) and say so when it is missing.
 
 napari imports this module at start-up, so it uses numpy/scipy only (no torch). Every layer
 carries the phantom's geometry in ``metadata["geometry"]`` like layers from the reader, so
@@ -38,6 +43,36 @@ def sample_with_lesions() -> list[tuple[Any, dict[str, Any], str]]:
         _image_layer(p, "phantom (lesions)"),
         (p.lesion_mask, labels_kwargs, "labels"),
     ]
+
+
+#: the realistic sample: lesion subject seed 3 (tumour, WMH and stroke, TEST_KINDS[3]) and
+#: normal subject 999, both outside the benchmark's and the demo model's training seeds
+MNI_LESION_SEED = 3
+MNI_NORMAL_SEED = 999
+
+
+def sample_mni_with_lesions() -> list[tuple[Any, dict[str, Any], str]]:
+    """Real anatomy with three kinds of lesion, and the ground-truth Labels (1 tumour, 2 WMH,
+    3 stroke)."""
+    from .data.realistic import TEST_KINDS, make_subject
+
+    s = make_subject(MNI_LESION_SEED, TEST_KINDS[MNI_LESION_SEED % len(TEST_KINDS)])
+    image_kwargs = s.volume.layer_kwargs(
+        name="MNI152 subject (lesions)", colormap="gray",
+        metadata={"realistic": {"seed": s.seed, "lesions": [les.to_dict() for les in s.lesions]}},
+    )
+    truth_kwargs = s.lesion_volume.layer_kwargs(name="ground truth", opacity=0.5)
+    return [(s.image, image_kwargs, "image"), (s.lesion_mask, truth_kwargs, "labels")]
+
+
+def sample_mni_normal() -> list[tuple[Any, dict[str, Any], str]]:
+    """A normal subject of real anatomy (not one the demo model was trained on)."""
+    from .data.realistic import make_subject
+
+    s = make_subject(MNI_NORMAL_SEED, ())
+    kwargs = s.volume.layer_kwargs(name="MNI152 subject (normal)", colormap="gray",
+                                   metadata={"realistic": {"seed": s.seed}})
+    return [(s.image, kwargs, "image")]
 
 
 def sample_normal() -> list[tuple[Any, dict[str, Any], str]]:

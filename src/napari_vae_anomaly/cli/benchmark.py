@@ -16,7 +16,8 @@ from pathlib import Path
 from ..errors import AnomalyError
 
 PRESET_NOTE = (
-    "Default: the documented phantom study (3 betas, all predictors, about 23 min on 2 shared CPU cores). "
+    "Default: the phantom smoke study (3 betas, all predictors, about 23 min on 2 shared CPU cores); "
+    "--data mni: the realistic study on MNI152 anatomy that sets the defaults (docs/results.md). "
     "--quick: tiny model, few small volumes, two betas (a few minutes)."
 )
 
@@ -35,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", type=Path, required=True, help="folder for the results and models")
-    p.add_argument("--data", choices=("phantom", "folders"), help="phantom (default without --test) or folders")
+    p.add_argument("--data", choices=("mni", "phantom", "folders"),
+                   help="mni (realistic: MNI152 anatomy, needs the 'realistic' extra), phantom "
+                        "(the quick smoke study; default without --test) or folders")
     p.add_argument("--normal", type=Path, help="folder of normal volumes (training; the last one is held out as reference)")
     p.add_argument("--test", type=Path, help="folder (BraTS or generic <case>_seg layout) or CSV of labelled test cases")
     p.add_argument("--train", type=Path, help="labelled patient volumes whose lesion-free slices are the normal data (when no --normal)")
@@ -67,8 +70,13 @@ def config_from_args(args: argparse.Namespace):
     from ..study.config import StudyConfig
 
     data = args.data or ("folders" if (args.test or args.normal or args.train) else "phantom")
-    if data == "phantom" and (args.test or args.normal or args.train):
-        raise AnomalyError("--data phantom: do not give --normal/--test/--train")
+    if data in ("phantom", "mni") and (args.test or args.normal or args.train):
+        raise AnomalyError(f"--data {data}: do not give --normal/--test/--train")
+    if data == "mni":
+        from ..data.mni_template import INSTALL_HINT, template_available
+
+        if not template_available():
+            raise AnomalyError(f"--data mni: {INSTALL_HINT}")
     changes = {
         "data": data,
         "normal_dir": args.normal,
@@ -101,6 +109,8 @@ def config_from_args(args: argparse.Namespace):
     try:
         if args.quick:
             return StudyConfig.quick(args.out, **changes)
+        if data == "mni":
+            return StudyConfig.default_realistic(args.out, **changes)
         return StudyConfig.default_phantom(args.out, **changes)
     except ValueError as exc:
         raise AnomalyError(f"benchmark: {exc}") from exc

@@ -314,7 +314,7 @@ def normal_subjects(n: int, contrast: str = "flair", spacing: int = 2, seed0: in
         yield make_subject(seed0 + i, (), contrast, spacing)
 
 
-def test_subjects(n: int, contrast: str = "flair", spacing: int = 2, seed0: int = 0):
+def lesion_subjects(n: int, contrast: str = "flair", spacing: int = 2, seed0: int = 0):
     """``n`` lesion subjects (seeds seed0...), kinds cycling through :data:`TEST_KINDS`."""
     for i in range(n):
         yield make_subject(seed0 + i, TEST_KINDS[i % len(TEST_KINDS)], contrast, spacing)

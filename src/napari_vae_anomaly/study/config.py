@@ -21,7 +21,7 @@ ALL_PREDICTORS: tuple[str, ...] = (
     "combi_add",
     "energy",
 )
-DATA_SOURCES: tuple[str, ...] = ("phantom", "folders")
+DATA_SOURCES: tuple[str, ...] = ("mni", "phantom", "folders")
 
 
 @dataclass
@@ -95,6 +95,20 @@ class StudyConfig:
     def default_phantom(cls, out: str | Path, **changes: Any) -> StudyConfig:
         """The documented phantom study (see docs/results.md for its measured run time)."""
         return cls(out=Path(out), **changes)
+
+    @classmethod
+    def default_realistic(cls, out: str | Path, **changes: Any) -> StudyConfig:
+        """The realistic study (MNI152 anatomy, docs/results.md): 24 normal and 12 lesion
+        subjects at 2 mm, one beta-1 VAE with the package's training defaults and a 900 s
+        budget on the CPU, every predictor, the default ensemble and the baselines."""
+        from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
+
+        base: dict[str, Any] = dict(
+            out=Path(out), data="mni", n_normal=24, n_test=12, betas=(1.0,), epochs=None,
+            time_budget=900.0, latent=256, normal_fraction=DEFAULT_NORMAL_FRACTION,
+        )
+        base.update(changes)
+        return cls(**base)  # type: ignore[arg-type]
 
     @classmethod
     def quick(cls, out: str | Path, **changes: Any) -> StudyConfig:

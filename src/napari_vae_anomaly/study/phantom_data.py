@@ -143,8 +143,32 @@ def folder_data(config: StudyConfig, log: Callable[[str], None] = print) -> Stud
     return StudyData(train, masks, reference, test, notes, desc)
 
 
+def mni_data(config: StudyConfig, log: Callable[[str], None] = print) -> StudyData:
+    """The realistic cohort (:mod:`..data.realistic`): normal training subjects (seeds 1000+),
+    normal reference subjects (2000+) and lesion subjects (0+; tumour, WMH, stroke, all three)."""
+    from ..data.realistic import normal_subjects, lesion_subjects
+
+    contrast = str(config.extra.get("contrast", "flair"))
+    spacing = int(config.extra.get("spacing", 2))
+    n_ref = int(config.extra.get("n_reference", 3))
+    log(f"MNI152 data ({contrast}, {spacing} mm): {config.n_normal} normal + {n_ref} reference "
+        f"+ {config.n_test} lesion subjects")
+    train = [s.volume for s in normal_subjects(config.n_normal, contrast, spacing, TRAIN_SEED)]
+    reference = [Case(f"normal_{s.seed}", s.volume)
+                 for s in normal_subjects(n_ref, contrast, spacing, REFERENCE_SEED)]
+    test = [Case(f"mni_{s.seed:03d}_{'-'.join(les.kind for les in s.lesions)}", s.volume,
+                 (s.lesion_mask > 0).astype(np.uint8))
+            for s in lesion_subjects(config.n_test, contrast, spacing, TEST_SEED)]
+    desc = (f"MNI152 {contrast} {spacing} mm: {len(train)} normal training subjects (seeds "
+            f"{TRAIN_SEED}+), {len(reference)} normal reference subjects (seeds {REFERENCE_SEED}+), "
+            f"{len(test)} lesion subjects (seeds {TEST_SEED}+)")
+    return StudyData(train, None, reference, test, description=desc)
+
+
 def load_study_data(config: StudyConfig, log: Callable[[str], None] = print) -> StudyData:
+    if config.data == "mni":
+        return mni_data(config, log)
     return phantom_data(config, log) if config.data == "phantom" else folder_data(config, log)
 
 
-__all__ = ["Case", "StudyData", "folder_data", "load_study_data", "phantom_data"]
+__all__ = ["Case", "StudyData", "folder_data", "load_study_data", "mni_data", "phantom_data"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.realistic import Subject, normal_subjects, test_subjects
+from ..data.realistic import Subject, normal_subjects, lesion_subjects
 from ..metrics.dice import oracle_best_dice
 from ..metrics.voxel import auprc_of, auroc_of
 
@@ -32,7 +32,7 @@ def realistic_cohort(n_normal: int = 24, n_test: int = 12, contrast: str = "flai
                      spacing: int = 2) -> RealisticCohort:
     """Generate the cohort (about 0.5 s per subject at 2 mm)."""
     return RealisticCohort(list(normal_subjects(n_normal, contrast, spacing)),
-                           list(test_subjects(n_test, contrast, spacing)), contrast, spacing)
+                           list(lesion_subjects(n_test, contrast, spacing)), contrast, spacing)
 
 
 def pooled_scores(maps: list[np.ndarray], truths: list[np.ndarray], masks: list[np.ndarray],

@@ -197,7 +197,12 @@ class CaseMapper:
         self.models = models
         self.mean_slice = mean_slice
         self.names = list(config.predictors)
+        from ..predictors.registry import DEFAULT_PREDICTORS
+
         self.options = PredictorOptions(energy_steps=config.energy_steps, seed=config.seed)
+        # the ensemble has the default membership (maps that only dilute, kl_grad and the
+        # projection on the realistic benchmark, stay out); all names when none is default
+        self.ensemble_names = [p for p in self.names if p in DEFAULT_PREDICTORS] or list(self.names)
         self.preprocess = models[0].loaded.preprocess
         self.axis = int(getattr(self.preprocess, "axis", 0))
 
@@ -230,16 +235,23 @@ class CaseMapper:
                 secs[(m.label, p)] = time.perf_counter() - t0
                 maps[(m.label, p)] = res.maps[p]
         groups: dict[Key, list[Key]] = {}
+        members_p = self.ensemble_names
         for m in self.models:
             if len(self.names) > 1:
-                groups[(m.label, ENSEMBLE)] = [(m.label, p) for p in self.names]
+                groups[(m.label, ENSEMBLE)] = [(m.label, p) for p in members_p]
         if len(self.models) > 1:
             for p in self.names:
                 groups[(ALL, p)] = [(m.label, p) for m in self.models]
-            groups[(ALL, ENSEMBLE)] = [(m.label, p) for m in self.models for p in self.names]
+            groups[(ALL, ENSEMBLE)] = [(m.label, p) for m in self.models for p in members_p]
+        by_label = {m.label: m.loaded for m in self.models}
         for key, members in groups.items():
             t0 = time.perf_counter()
-            maps[key] = ensemble_maps([maps[k] for k in members], fg, "zscore")
+            refs = [getattr(by_label[k[0]], "normal_reference", None) for k in members]
+            if all(r is not None and r.matches(self.options, [k[1]]) for r, k in zip(refs, members, strict=True)):
+                stats = [r.stats(k[1]) for r, k in zip(refs, members, strict=True)]
+                maps[key] = ensemble_maps([maps[k] for k in members], fg, "reference", stats)
+            else:
+                maps[key] = ensemble_maps([maps[k] for k in members], fg, "zscore")
             secs[key] = sum(secs[k] for k in members) + time.perf_counter() - t0
         maps.update(self._baselines(data, fg, secs))
         return maps, fg, secs
