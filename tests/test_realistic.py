@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_vae_anomaly.data import mni_template
-from napari_vae_anomaly.data.realistic import LABELS, TEST_KINDS, make_subject, lesion_subjects
+from napari_vae_anomaly.data.realistic import LABELS, TEST_KINDS, lesion_subjects, make_subject
 
 pytestmark = pytest.mark.skipif(not mni_template.template_available(),
                                 reason="MNI152 template not installed (realistic extra)")

@@ -146,7 +146,7 @@ def folder_data(config: StudyConfig, log: Callable[[str], None] = print) -> Stud
 def mni_data(config: StudyConfig, log: Callable[[str], None] = print) -> StudyData:
     """The realistic cohort (:mod:`..data.realistic`): normal training subjects (seeds 1000+),
     normal reference subjects (2000+) and lesion subjects (0+; tumour, WMH, stroke, all three)."""
-    from ..data.realistic import normal_subjects, lesion_subjects
+    from ..data.realistic import lesion_subjects, normal_subjects
 
     contrast = str(config.extra.get("contrast", "flair"))
     spacing = int(config.extra.get("spacing", 2))

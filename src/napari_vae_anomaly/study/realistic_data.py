@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.realistic import Subject, normal_subjects, lesion_subjects
+from ..data.realistic import Subject, lesion_subjects, normal_subjects
 from ..metrics.dice import oracle_best_dice
 from ..metrics.voxel import auprc_of, auroc_of
 
