@@ -15,6 +15,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_vae_anomaly.io import Geometry  # noqa: E402
+from napari_vae_anomaly.postprocessing.threshold import DEFAULT_NORMAL_FRACTION  # noqa: E402
 
 SHAPE = (24, 48, 48)
 JOB_TIMEOUT_MS = 60_000
@@ -338,7 +339,7 @@ def test_settings_persist_between_sessions(make_napari_viewer, tmp_path, tiny_ch
     assert [str(m.path) for m in w2.models] == [str(tiny_checkpoint)]
     # a widget without a settings object (tests) starts from the defaults
     w3 = DetectWidget(viewer)
-    assert w3.fraction.value() == pytest.approx(1.0) and not w3.models
+    assert w3.fraction.value() == pytest.approx(100 * DEFAULT_NORMAL_FRACTION) and not w3.models
 
 
 def test_live_threshold_update_time_on_a_full_size_volume(make_napari_viewer):

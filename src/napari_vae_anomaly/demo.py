@@ -24,8 +24,8 @@ from .postprocessing.threshold import DEFAULT_NORMAL_FRACTION
 from .predictors.registry import DEFAULT_PREDICTORS
 
 PLUGIN = "napari-vae-anomaly"
-SAMPLE = "phantom_lesions"
-CASE = "phantom_lesions"
+SAMPLE = "mni_lesions"  # real anatomy (MNI152) with a tumour, WMH and a stroke-like territory
+CASE = "mni_lesions"
 DEMO_PREDICTORS = DEFAULT_PREDICTORS
 DEMO_ENSEMBLE = "reference"
 DETECT_WIDGET = "Detect anomalies"

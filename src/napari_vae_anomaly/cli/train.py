@@ -80,16 +80,24 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                       help="number of epochs (default 30)")
     stop.add_argument("--time-budget", type=float, default=None, metavar="S",
                       help="train for S seconds instead of a number of epochs")
+    stop.add_argument("--steps", type=int, default=None, metavar="N",
+                      help="train for N optimizer steps (reproducible, unlike a time budget)")
     g.add_argument("--batch-size", type=int, default=64, help="slices per batch and process (default 64)")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
     g.add_argument("--schedule", choices=("cosine", "plateau", "constant"), default="cosine",
                    help="learning-rate schedule after a short warm-up (default cosine)")
     g.add_argument("--val-fraction", type=float, default=0.1,
                    help="held-out normal validation share: by volume when enough volumes, else by slice")
-    g.add_argument("--patience", type=int, default=10, metavar="E",
-                   help="early stopping after E epochs without a better validation loss (0: off)")
+    g.add_argument("--patience", type=int, default=0, metavar="E",
+                   help="early stopping after E epochs without a better validation loss (default "
+                        "0: off, a run uses its epochs or time budget; the best model is kept)")
     g.add_argument("--no-augment", action="store_true",
                    help="no flips, rotations, zoom, intensity changes or noise")
+    g.add_argument("--denoise", type=float, default=0.5, metavar="STD",
+                   help="denoising objective: add coarse noise of this std (z-score units) to "
+                        "the input, reconstruct the clean slice (default 0.5; 0: a plain VAE)")
+    g.add_argument("--denoise-res", type=int, default=16, metavar="R",
+                   help="the coarse noise is drawn on an R x R grid (default 16)")
     g.add_argument("--device", default="auto",
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -112,10 +120,12 @@ def build_config(args: argparse.Namespace) -> Any:
         vae = VAEConfig(size=args.size, features=args.features, latent=args.latent,
                         likelihood=args.likelihood, beta=args.beta)
         pre = PreprocessConfig(size=args.size, axis=args.axis, skip_slices=args.skip_slices)
-        epochs = args.epochs if args.epochs is not None else (None if args.time_budget else 30)
+        bounded = args.time_budget or args.steps
+        epochs = args.epochs if args.epochs is not None else (None if bounded else 30)
         kw = {} if args.lr is None else {"lr": args.lr}
         return TrainConfig(
             vae=vae, preprocess=pre, epochs=epochs, time_budget_s=args.time_budget,
+            max_steps=args.steps, denoise_std=args.denoise, denoise_res=args.denoise_res,
             batch_size=args.batch_size, schedule=args.schedule, val_fraction=args.val_fraction,
             early_stopping_patience=args.patience or None, seed=args.seed, device=args.device,
             amp=not args.no_amp, augment=AugmentConfig(enabled=not args.no_augment),

@@ -21,7 +21,7 @@ import numpy as np
 
 #: default unsupervised threshold: the score exceeded by this fraction of normal voxels
 #: (CLI, Detect widget and study share it; chosen on the realistic benchmark, docs/results.md)
-DEFAULT_NORMAL_FRACTION = 0.01
+DEFAULT_NORMAL_FRACTION = 0.005
 
 
 def threshold_at_fraction(normal_scores: np.ndarray, fraction: float = 0.01) -> float:
