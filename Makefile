@@ -10,7 +10,7 @@ HEADLESS := bash scripts/headless.sh
 # UTF-8 I/O whatever the locale (tqdm bars, subprocess output in tests)
 export PYTHONUTF8 := 1
 
-.PHONY: venv system-deps test demo lint wheel-check benchmark clean
+.PHONY: venv system-deps test demo lint benchmark clean
 
 venv: $(STAMP)
 

@@ -102,3 +102,12 @@ def test_config_validation():
         StudyConfig.quick("x", predictors=("nope",))
     with pytest.raises(ValueError, match="beta or one model"):
         StudyConfig.quick("x", betas=())
+
+
+def test_study_defaults_follow_the_package_defaults():
+    """One source of truth: the study's threshold fraction is the CLI's and the widget's."""
+    from napari_vae_anomaly.postprocessing.threshold import DEFAULT_NORMAL_FRACTION
+    from napari_vae_anomaly.study.config import StudyConfig
+
+    assert StudyConfig(out="x").normal_fraction == DEFAULT_NORMAL_FRACTION
+    assert StudyConfig.default_realistic("x").normal_fraction == DEFAULT_NORMAL_FRACTION

@@ -45,18 +45,21 @@ def sample_with_lesions() -> list[tuple[Any, dict[str, Any], str]]:
     ]
 
 
-#: the realistic sample: lesion subject seed 3 (tumour, WMH and stroke, TEST_KINDS[3]) and
-#: normal subject 999, both outside the benchmark's and the demo model's training seeds
-MNI_LESION_SEED = 3
+#: the realistic sample: lesion subject seed 14 with a tumour, WMH and a stroke territory, and
+#: normal subject 999, outside the benchmark's subjects and the demo model's training seeds.
+#: Seed 14 is a typical subject, not the best: with the bundled model its voxel AUROC (0.91)
+#: is the median of seeds 12-21 with the same three lesion kinds (0.76-0.99).
+MNI_LESION_SEED = 14
+MNI_LESION_KINDS = ("tumour", "wmh", "stroke")
 MNI_NORMAL_SEED = 999
 
 
 def sample_mni_with_lesions() -> list[tuple[Any, dict[str, Any], str]]:
     """Real anatomy with three kinds of lesion, and the ground-truth Labels (1 tumour, 2 WMH,
     3 stroke)."""
-    from .data.realistic import TEST_KINDS, make_subject
+    from .data.realistic import make_subject
 
-    s = make_subject(MNI_LESION_SEED, TEST_KINDS[MNI_LESION_SEED % len(TEST_KINDS)])
+    s = make_subject(MNI_LESION_SEED, MNI_LESION_KINDS)
     image_kwargs = s.volume.layer_kwargs(
         name="MNI152 subject (lesions)", colormap="gray",
         metadata={"realistic": {"seed": s.seed, "lesions": [les.to_dict() for les in s.lesions]}},

@@ -30,7 +30,7 @@ OPTION_KEYS: tuple[str, ...] = (
 )
 #: predictors measured at training time: all but the iterative (costly) projection
 REFERENCE_PREDICTORS: tuple[str, ...] = tuple(n for n in PREDICTORS if n != "energy")
-SAMPLE_SIZE = 32768
+SAMPLE_SIZE = 16384
 MAX_SAMPLE = 1 << 20
 
 

@@ -63,7 +63,7 @@ class StudyConfig:
     latent: int = 128
     batch_size: int = 64
     seed: int = 0
-    normal_fraction: float = 0.01
+    normal_fraction: float = 0.005  # postprocessing.threshold.DEFAULT_NORMAL_FRACTION
     device: str = "cpu"
     reuse: bool = False
     overwrite: bool = False
@@ -93,7 +93,7 @@ class StudyConfig:
 
     @classmethod
     def default_phantom(cls, out: str | Path, **changes: Any) -> StudyConfig:
-        """The documented phantom study (see docs/results.md for its measured run time)."""
+        """The phantom smoke study (docs/results_phantom.md gives its measured run time)."""
         return cls(out=Path(out), **changes)
 
     @classmethod

@@ -353,8 +353,10 @@ def _standard_notes(config: StudyConfig) -> list[str]:
         "reference foreground voxels; dice is at that threshold, pooled over the test volumes",
         "oracle_dice: best Dice over all thresholds picked on the test labels themselves; an "
         "upper bound, not a result a method can claim",
-        "ensembles: mean of per-volume z-scored maps; model 'all' = across the betas; their "
-        "time is the sum of their members'",
+        "ensembles: mean of the default members' maps (all predictors when none is a "
+        "default), each normalized with its model's normal-reference statistics (per-volume "
+        "z-score for models without them); model 'all' = across the betas; their time is the "
+        "sum of their members'",
         "slice_auroc_*: slice-level detection from each slice's mean / max score (slices with "
         "> 10 lesion voxels abnormal, none normal)",
     ]
