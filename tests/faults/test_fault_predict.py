@@ -9,6 +9,7 @@ import pytest
 from faults_data import checkpoint_and_scan, snapshot
 
 from napari_vae_anomaly.cli.main import main
+from napari_vae_anomaly.predictors.registry import DEFAULT_PREDICTORS
 
 
 @pytest.fixture
@@ -55,8 +56,8 @@ def test_keep_parent_writes_both(setup):
     out = d / "out"
     assert main(_argv(ckpt, out, d / "a/scan.nii.gz", d / "b/scan.nii.gz",
                       extra=["--keep-parent"])) == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        "a_scan_combi.nii.gz", "a_scan_mask.nii.gz", "b_scan_combi.nii.gz", "b_scan_mask.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{p}_scan_{k}.nii.gz" for p in ("a", "b") for k in (DEFAULT_PREDICTORS[0], "mask"))
 
 
 def test_same_stem_different_format_and_same_input_twice(setup, capsys, no_compute):

@@ -32,7 +32,7 @@ from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
 from ..predictors.registry import DEFAULT_PREDICTORS, PredictorOptions
 from .lesion_table import LesionTable
 
-ENSEMBLE_CHOICES = (("reference", "mean, normalized on normal data"), ("none", "none"),
+ENSEMBLE_CHOICES = (("none", "none"), ("reference", "mean, normalized on normal data"),
                     ("zscore", "mean of z-scored maps"),
                     ("rank", "mean of rank-normalized maps"))
 THRESHOLD_MODES = (("normal", "from normal data (fraction)"), ("fixed", "fixed value"))
