@@ -12,15 +12,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-ALL_PREDICTORS: tuple[str, ...] = (
-    "rec",
-    "rec_grad",
-    "kl_grad",
-    "elbo_grad",
-    "combi",
-    "combi_add",
-    "energy",
-)
+from ..predictors.registry import PREDICTORS
+
+ALL_PREDICTORS: tuple[str, ...] = tuple(PREDICTORS)  # the registry is the one list of names
 DATA_SOURCES: tuple[str, ...] = ("mni", "phantom", "folders")
 
 
