@@ -2,7 +2,7 @@
 
 A small VAE trained with the package's training defaults (docs/results.md) on 24 normal
 subjects of real anatomy (MNI152 template, FLAIR-like, 2 mm; seeds 100..123), disjoint from
-the realistic sample scan (lesion seed 14, normal seed 999) and from the benchmark's subjects
+the realistic sample scan (lesion seed 18, normal seed 999) and from the benchmark's subjects
 (1000+, 2000+, 0..11), so the demo never scores a subject the model has seen. Everything is
 fixed by ``--seed``: subjects, split, weights, augmentation; the run length is a number of
 optimizer steps (8000: what the default model reaches in ``--time-budget 900`` on a 2-core

@@ -45,11 +45,12 @@ def sample_with_lesions() -> list[tuple[Any, dict[str, Any], str]]:
     ]
 
 
-#: the realistic sample: lesion subject seed 14 with a tumour, WMH and a stroke territory, and
+#: the realistic sample: lesion subject seed 18 with a tumour, WMH and a stroke territory, and
 #: normal subject 999, outside the benchmark's subjects and the demo model's training seeds.
-#: Seed 14 is a typical subject, not the best: with the bundled model its voxel AUROC (0.91)
-#: is the median of seeds 12-21 with the same three lesion kinds (0.76-0.99).
-MNI_LESION_SEED = 14
+#: Seed 18 is a typical subject, not the best: with the bundled model its voxel AUROC (0.960)
+#: and AUPRC (0.756) are the medians of seeds 12-21 with the same three lesion kinds
+#: (AUROC 0.82-0.99, AUPRC 0.31-0.86).
+MNI_LESION_SEED = 18
 MNI_LESION_KINDS = ("tumour", "wmh", "stroke")
 MNI_NORMAL_SEED = 999
 

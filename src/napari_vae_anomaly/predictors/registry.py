@@ -103,8 +103,9 @@ class PredictorOptions:
     * ``median``/``erode``: volume stage of every map (``predict_volume``): the brain mask
       the map is kept in is eroded by ``erode`` voxels (the brain outline is the classic false
       positive), then the map gets a 3-D median filter of ``median`` voxels a side (Baur et
-      al. 2021: 5). On the realistic benchmark this raised every map's AUPRC (docs/results.md).
-      0 turns either off.
+      al. 2021: 5). On the realistic benchmark the median raised every map's AUPRC; erosion
+      helped ``rec`` a little (+0.01-0.02 AUPRC) but cost ``elbo_grad``, the default map,
+      0.016 AUROC for no AUPRC, so it is off by default (docs/results.md). 0 turns either off.
     * ``chunk``: slices per batch; bounds memory (halved automatically on out-of-memory).
     """
 
@@ -118,7 +119,7 @@ class PredictorOptions:
     energy_lambda: float = 1.0
     energy_variant: str = "x0_xT"
     median: int = 5
-    erode: int = 1
+    erode: int = 0
     chunk: int = 32
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
