@@ -95,3 +95,12 @@ def test_bad_model_is_a_one_line_error(cohort, tmp_path, capsys):
                  "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken.nii.gz" in err[0]
+
+
+def test_missing_input_is_one_line_exit_2_and_no_output_folder(cohort, tmp_path, capsys):
+    out = tmp_path / "never"
+    rc = main(["predict", str(tmp_path / "nope.nii.gz"), str(cohort.first), "--model",
+               str(cohort.ckpt), "--out-dir", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not out.exists()
+    assert len(err) == 1 and "nope.nii.gz does not exist" in err[0] and "nothing was written" in err[0]

@@ -124,6 +124,7 @@ def test_cli_reports_hostile_model_on_one_line(good, tmp_path, capsys):
     path = tmp_path / "hostile.safetensors"
     path.write_bytes(with_card(good, card))
     scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(b"not read: the model is refused first")
     assert main(["predict", str(scan), "--model", str(path), "--out-dir", str(tmp_path / "o"),
                  "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

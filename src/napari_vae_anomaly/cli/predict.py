@@ -127,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
     names = list(dict.fromkeys(args.predictor or DEFAULT_PREDICTORS))
     options = options_from_args(args)
+    missing = [str(p) for p in args.inputs if not Path(p).exists()]
+    if missing:  # before any folder is made or anything computed (issue 12)
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise AnomalyError(f"input {missing[0]} does not exist{more}; nothing was written")
     cases = unique_case_names(args.inputs, args.keep_parent)  # before any computation
     device = resolve_device(args.device)
     models = [load_checkpoint(m, device=device) for m in args.model]
