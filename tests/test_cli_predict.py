@@ -73,8 +73,9 @@ def test_refuses_to_overwrite_then_overwrites(cohort, tmp_path, capsys):
         f"case01_{k}.nii.gz" for k in (*DEFAULT_PREDICTORS, *ens, "mask"))
     stamp = {p: p.stat().st_mtime_ns for p in files}
     capsys.readouterr()
-    assert main(base) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    assert main(base) == 0  # a rerun keeps what is there; not a failure (issue 12)
+    err = capsys.readouterr().err
+    assert "kept" in err and "--overwrite" in err and "0 of 1 case(s) done" in err
     assert {p: p.stat().st_mtime_ns for p in files} == stamp
     assert main([*base, "--overwrite"]) == 0
 

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import AnomalyError, VolumeWriteError
+from ..errors import AnomalyError
 from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
 from ..predictors.ensemble import NORMALIZATIONS
 from ..predictors.registry import DEFAULT_PREDICTORS, PREDICTORS, PredictorOptions, describe
@@ -161,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
                             min_mm3=args.min_volume, fill_holes=args.fill_holes)
 
     failed: list[str] = []
+    kept: list[str] = []
     bar = tqdm(args.inputs, desc="predict", unit="case", disable=args.no_progress, file=sys.stderr)
     for src, case in zip(bar, cases, strict=True):
         try:
@@ -168,10 +169,12 @@ def run(args: argparse.Namespace) -> int:
             if args.format == DICOM_SEG:
                 paths = dicom_paths(paths)
             existing = [p for p in paths.values() if p.exists()]
-            if existing and not args.overwrite:
-                raise VolumeWriteError(
-                    f"{existing[0]} exists ({len(existing)} output(s) of this case); "
-                    "use --overwrite to replace")
+            if existing and not args.overwrite:  # a rerun: keep what is there, not a failure
+                kept.append(str(src))
+                tqdm.write(f"predict: {src}: kept, {existing[0].name} exists "
+                           f"({len(existing)} output(s) of this case; --overwrite replaces them)",
+                           file=sys.stderr)
+                continue
             vol = read_volume(src, strict=args.strict)
             for note in volume_notes(vol, src):
                 tqdm.write(f"predict: warning: {note}", file=sys.stderr)
@@ -198,7 +201,9 @@ def run(args: argparse.Namespace) -> int:
             failed.append(str(src))
             tqdm.write(f"predict: {src}: {type(exc).__name__}: {exc}", file=sys.stderr)
     n = len(args.inputs)
-    print(f"predict: {n - len(failed)} of {n} case(s) done, written to {out_dir}"
+    done = n - len(failed) - len(kept)
+    print(f"predict: {done} of {n} case(s) done, written to {out_dir}"
+          + (f"; {len(kept)} kept (outputs exist)" if kept else "")
           + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
