@@ -160,3 +160,16 @@ def test_one_folder_for_maps_masks_and_images(study, capsys):
     table = _table(capsys.readouterr().out)
     assert {p for p, _ in table} == {"rec", "kl_grad"}  # no "seg" or "flair" predictor
     assert table[("rec", "pooled")]["auroc"] == "1.0000"
+
+
+def test_predict_mask_files_in_the_maps_folder_are_not_predictors(study, capsys):
+    """A predict output folder holds <case>_mask beside the maps: it is skipped, and said so."""
+    root, arrays = study
+    for case, (seg, _fg, _noisy) in arrays.items():
+        _write(root / "maps" / f"{case}_mask.nii.gz", (seg > 0).astype(np.uint8))
+    argv = ["evaluate", "--maps", str(root / "maps"), "--masks", str(root / "masks"),
+            "--images", str(root / "images"), "--threshold", "0.5"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert {p for p, _ in _table(out)} == {"kl_grad", "rec"}
+    assert "2 <case>_mask file(s) in --maps skipped" in out

@@ -128,12 +128,17 @@ def pair_maps(
     notes: list[str] = []
     triples = []
     unmatched = []
+    skipped_masks = 0
     for mp in maps:
         hit = match_case(mp, list(by_case))
         if hit is None:
             unmatched.append(mp)
+        elif hit[1] == "mask":  # predict's binary <case>_mask beside its maps: not a score map
+            skipped_masks += 1
         else:
             triples.append((hit[0], hit[1] or "map", mp))
+    if skipped_masks:
+        notes.append(f"{skipped_masks} <case>_mask file(s) in --maps skipped: masks are not maps")
     if unmatched:
         if not (positional_ok and len(maps) == len(masks)):
             names = ", ".join(str(p) for p in unmatched[:10])
