@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         show_tab(docks, "Evaluate")
         shot("evaluate_widget")
 
-        [normal] = viewer.open_sample(PLUGIN, "phantom_normal")
+        [normal] = viewer.open_sample(PLUGIN, "mni_normal")
         normal.visible = False
         train = widgets["Train VAE"]
         train.select_layers([normal.name])
