@@ -146,3 +146,36 @@ def test_volume_calibration_matches_fraction_on_its_own_volume():
 def test_checkpoint_without_reference_is_reported():
     with pytest.raises(ValueError, match="no normal reference"):
         reference_scores_from_checkpoint([untrained_loaded()], ["rec"])
+
+
+@pytest.mark.parametrize("name", list(__import__(
+    "napari_vae_anomaly.predictors.registry", fromlist=["PREDICTORS"]).PREDICTORS))
+@pytest.mark.parametrize("erode", [0, 1])
+def test_every_registered_predictor_honours_the_contract(name, erode):
+    """Each predictor in the registry, through the one volume pipeline: the input's shape and
+    geometry, float32, finite, non-negative where it is a magnitude, 0 outside the scoring
+    region (the foreground, eroded by ``erode``), and a normal reference that applies."""
+    from napari_vae_anomaly.io import Geometry
+    from napari_vae_anomaly.predictors.normal_reference import (
+        REFERENCE_PREDICTORS,
+        measure_normal_reference,
+    )
+    from napari_vae_anomaly.predictors.pipeline import score_region
+
+    geo = Geometry((1.5, 1.0, 2.0), (3.0, -4.0, 5.0), tuple(np.eye(3).ravel()))
+    vol = _blob_volume((9, 20, 17), geo)
+    loaded = untrained_loaded()
+    opts = FAST.replace(erode=erode)
+    res = predict_volume(vol, [loaded], [name], opts)
+    m = res.maps[name]
+    assert m.shape == vol.shape and m.dtype == np.float32 and np.isfinite(m).all()
+    assert res.geometry == geo
+    region = score_region(res.foreground, erode)
+    assert region.sum() < res.foreground.sum() if erode else np.array_equal(region, res.foreground)
+    assert (m[~region] == 0).all() and (m[region] != 0).any()
+    if name != "combi_add":  # magnitudes; combi_add is a sum of min-max scaled maps, also >= 0
+        assert (m >= 0).all()
+    if name in REFERENCE_PREDICTORS:
+        ref = measure_normal_reference(loaded, [vol], opts, names=[name])
+        assert ref.matches(opts, [name]) and not ref.matches(opts.replace(median=3), [name])
+        assert ref.values(name).size == min(int(region.sum()), 16384)
