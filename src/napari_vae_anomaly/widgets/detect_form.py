@@ -164,7 +164,10 @@ class DetectFormMixin:
         self.min_size_unit.addItems(["voxels", "mL"])
         size_row.addWidget(self.min_size)
         size_row.addWidget(self.min_size_unit)
-        self.median = QCheckBox("3-D median filter (5) of the maps")
+        self.median = QCheckBox("Extra 3-D median (5) of the shown maps")
+        self.median.setToolTip("Every map already gets a 3-D median of 5 in the pipeline, before "
+                               "its threshold is calibrated on normal data; this filters the "
+                               "shown maps once more, after the thresholds were set")
         mf.addRow("Threshold", self.threshold_mode)
         mf.addRow("Normal fraction", self.fraction)
         mf.addRow("Fixed value", self.fixed_threshold)
