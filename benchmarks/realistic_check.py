@@ -19,14 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from napari_vae_anomaly.cli.main import main as cli
 from napari_vae_anomaly.data.realistic import lesion_subjects, normal_subjects
 from napari_vae_anomaly.io import read_volume, write_volume
 from napari_vae_anomaly.predictors.registry import DEFAULT_PREDICTORS
-from napari_vae_anomaly.preprocessing import PreprocessConfig, normalize_intensity
-from napari_vae_anomaly.study.realistic_data import pooled_scores
+from napari_vae_anomaly.study.realistic_data import baseline_scores, pooled_scores
 
 SINGLE_MAPS = ("rec", "rec_grad", "kl_grad", "elbo_grad", "combi", "combi_add")
 
@@ -52,18 +50,8 @@ def write_cohort(root: Path, n_normal: int, n_test: int, contrast: str) -> tuple
 
 
 def baselines(normals: list[Path], truths: list) -> dict[str, dict[str, float]]:
-    pre = PreprocessConfig()
-    norm = [normalize_intensity(img, brain, pre) for _, brain, img in truths]
-    mean = np.mean([normalize_intensity(v.data, v.data > 0, pre)
-                    for v in (read_volume(p) for p in normals)], axis=0)
-    out = {}
-    for name, maps in (("bright", norm), ("dark", [-x for x in norm]),
-                       ("mean deviation", [np.abs(x - mean) for x in norm])):
-        for med in (0, 5):
-            mm = [ndi.median_filter(m, med) if med else m for m in maps]
-            out[f"baseline {name}{' + median 5' if med else ''}"] = pooled_scores(
-                mm, [t for t, _, _ in truths], [b for _, b, _ in truths])
-    return out
+    return baseline_scores([img for _, _, img in truths], [t for t, _, _ in truths],
+                           [b for _, b, _ in truths], [read_volume(p).data for p in normals])
 
 
 def dice(masks: list[np.ndarray], truths: list) -> float:

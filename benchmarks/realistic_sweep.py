@@ -29,8 +29,8 @@ from napari_vae_anomaly.data.realistic import normal_subjects
 from napari_vae_anomaly.models.vae import VAEConfig
 from napari_vae_anomaly.predictors.pipeline import predict_volume
 from napari_vae_anomaly.predictors.registry import PredictorOptions
-from napari_vae_anomaly.preprocessing import PreprocessConfig, normalize_intensity
-from napari_vae_anomaly.study.realistic_data import pooled_scores, realistic_cohort
+from napari_vae_anomaly.preprocessing import PreprocessConfig
+from napari_vae_anomaly.study.realistic_data import baseline_scores, pooled_scores, realistic_cohort
 from napari_vae_anomaly.training.config import AugmentConfig, TrainConfig
 from napari_vae_anomaly.training.trainer import train
 
@@ -126,7 +126,7 @@ def evaluate(loaded, cohort, normals_ref, names, options, log) -> list[dict]:
                 rens = rz if rens is None else [a + b for a, b in zip(rens, rz, strict=True)]
             processed[("+".join(members), er, med)] = (ens, rens)
     for (n, er, med), (maps, rmaps) in processed.items():
-        sc = pooled_scores([np.where(b, m, m.min()) for m, b in zip(maps, brains, strict=True)], truths, brains)
+        sc = pooled_scores(maps, truths, brains)
         refv = np.concatenate([m[b] for m, b in zip(rmaps, ref_fg, strict=True)])
         for frac in (0.005, 0.01, 0.02):
             thr = float(np.quantile(refv, 1 - frac))
@@ -137,20 +137,10 @@ def evaluate(loaded, cohort, normals_ref, names, options, log) -> list[dict]:
     return rows
 
 
-def baselines(cohort, pre: PreprocessConfig) -> list[dict]:
-    rows = []
-    truths = [s.lesion_mask for s in cohort.test]
-    brains = [s.brain_mask for s in cohort.test]
-    norm = [normalize_intensity(s.image, s.brain_mask, pre) for s in cohort.test]
-    # mean deviation: voxel-wise mean of the (template-space) normal subjects
-    nmean = np.mean([normalize_intensity(s.image, s.brain_mask, pre) for s in cohort.normal], axis=0)
-    for name, maps in (("bright", norm), ("dark", [-x for x in norm]),
-                       ("mean_dev", [np.abs(x - nmean) for x in norm])):
-        for med in (0, 5):
-            mm = [median3d(m, med) if med else m for m in maps]
-            rows.append({"map": f"baseline_{name}", "erode": 0, "median": med,
-                         **pooled_scores(mm, truths, brains)})
-    return rows
+def baselines(cohort) -> list[dict]:
+    scores = baseline_scores([s.image for s in cohort.test], [s.lesion_mask for s in cohort.test],
+                             [s.brain_mask for s in cohort.test], [s.image for s in cohort.normal])
+    return [{"map": name, "erode": 0, **v} for name, v in scores.items()]
 
 
 def main(argv=None) -> int:
@@ -194,7 +184,7 @@ def main(argv=None) -> int:
     vols = [s.volume for s in cohort.normal]
     rows: list[dict] = []
     if not a.throughput and not a.no_baselines:
-        rows += [{"config": "baseline", "seed": 0, **r} for r in baselines(cohort, PreprocessConfig())]
+        rows += [{"config": "baseline", "seed": 0, **r} for r in baselines(cohort)]
         for r in rows:
             log(json.dumps(r))
     for name, js in a.config:

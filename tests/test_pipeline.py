@@ -173,8 +173,7 @@ def test_every_registered_predictor_honours_the_contract(name, erode):
     region = score_region(res.foreground, erode)
     assert region.sum() < res.foreground.sum() if erode else np.array_equal(region, res.foreground)
     assert (m[~region] == 0).all() and (m[region] != 0).any()
-    if name != "combi_add":  # magnitudes; combi_add is a sum of min-max scaled maps, also >= 0
-        assert (m >= 0).all()
+    assert (m >= 0).all()  # magnitudes, products and sums of min-max scaled maps
     if name in REFERENCE_PREDICTORS:
         ref = measure_normal_reference(loaded, [vol], opts, names=[name])
         assert ref.matches(opts, [name]) and not ref.matches(opts.replace(median=3), [name])

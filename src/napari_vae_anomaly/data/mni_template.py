@@ -83,7 +83,7 @@ def _read_raw() -> tuple[dict[str, np.ndarray], tuple, tuple]:
     env = os.environ.get(TEMPLATE_ENV)
     if env and Path(env).is_file():
         with np.load(env) as z:
-            arrays = {k: np.asarray(z[k], np.float32) for k in FILES}
+            arrays = {k: np.asarray(z[k], np.float32) / 255.0 for k in FILES}  # stored as uint8
             spacing = float(np.asarray(z["spacing"]))
             if abs(spacing - 1.0) > 1e-6:
                 raise TemplateMissing(f"{env}: template .npz must hold the 1 mm arrays")
@@ -125,8 +125,6 @@ def load_template(spacing: int = 2) -> Template:
     if spacing not in (1, 2, 3):
         raise ValueError(f"template spacing must be 1, 2 or 3 mm, got {spacing}")
     arrays, origin, direction = _read_raw()
-    if arrays["t1"].max() > 1.5:  # the .npz stores uint8
-        arrays = {k: v / 255.0 for k, v in arrays.items()}
     brain1 = arrays["t1"] > 0
     csf1 = np.clip(brain1 - arrays["gm"] - arrays["wm"], 0.0, 1.0)
     arrays = dict(arrays, csf=csf1, brain=brain1.astype(np.float32))

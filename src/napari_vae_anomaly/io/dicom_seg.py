@@ -11,14 +11,13 @@ No Qt, no napari; highdicom and pydicom are imported only when used.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import VolumeWriteError
-from .atomic import TEMP_SUFFIX, clean_stale_temps, fsync_path, temp_prefix
+from .atomic import fsync_path
 from .dicom_seg_read import SEG_SOP_CLASS_UID, is_dicom_seg, read_dicom_seg
 from .dicom_source import (
     SOURCE_FILES_KEY,
@@ -28,7 +27,7 @@ from .dicom_source import (
     source_datasets,
     source_files,
 )
-from .write import StagedWrite
+from .write import StagedWrite, staging_folder
 
 __all__ = [
     "DICOM_OUT_EXTENSIONS", "SEG_SOP_CLASS_UID", "SOURCE_FILES_KEY", "check_dicom_source",
@@ -229,14 +228,7 @@ def _stage(ds: Any, path: Path, overwrite: bool) -> StagedWrite:
     (the pixel data must be the bytes we meant to write) before anything may replace the
     target: a full disk or a cut-off file never reaches ``path``. Commit with ``.commit()``."""
     name = path.name
-    parent = path.parent
-    clean_stale_temps(parent)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(name), suffix=TEMP_SUFFIX, dir=parent))
-    except PermissionError:
-        raise VolumeWriteError(f"{name}: permission denied: cannot write into {parent}") from None
-    except OSError as exc:
-        raise VolumeWriteError(f"{name}: cannot write into {parent} ({exc.strerror})") from None
+    tmp = staging_folder(path)
     staged = StagedWrite(path, tmp, [name], overwrite)
     try:
         ds.save_as(tmp / name, enforce_file_format=True)

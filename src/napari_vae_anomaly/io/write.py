@@ -111,6 +111,19 @@ class StagedWrite:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def staging_folder(path: Path) -> Path:
+    """A new hidden temporary folder beside ``path`` (stale ones of killed runs removed first),
+    where a write is made and verified before it may replace anything."""
+    name, parent = path.name, path.parent
+    clean_stale_temps(parent)
+    try:
+        return Path(tempfile.mkdtemp(prefix=temp_prefix(name), suffix=TEMP_SUFFIX, dir=parent))
+    except PermissionError:
+        raise VolumeWriteError(f"{name}: permission denied: cannot write into {parent}") from None
+    except OSError as exc:
+        raise VolumeWriteError(f"{name}: cannot write into {parent} ({exc.strerror})") from None
+
+
 def stage_volume(
     path: str | os.PathLike,
     data: np.ndarray,
@@ -150,13 +163,7 @@ def stage_volume(
     except RuntimeError as exc:
         raise VolumeWriteError(f"{name}: invalid geometry ({itk_reason(exc)})") from None
 
-    clean_stale_temps(parent)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(name), suffix=TEMP_SUFFIX, dir=parent))
-    except PermissionError:
-        raise VolumeWriteError(f"{name}: permission denied: cannot write into {parent}") from None
-    except OSError as exc:
-        raise VolumeWriteError(f"{name}: cannot write into {parent} ({exc.strerror})") from None
+    tmp = staging_folder(path)
     staged = StagedWrite(path, tmp, [], overwrite)
     try:
         try:

@@ -51,3 +51,26 @@ def pooled_scores(maps: list[np.ndarray], truths: list[np.ndarray], masks: list[
     else:
         s_sub, y_sub = s, y
     return {"auroc": auroc_of(s_sub, y_sub), "auprc": auprc_of(s_sub, y_sub), "oracle_dice": float(dice)}
+
+
+def baseline_scores(images: list[np.ndarray], truths: list[np.ndarray], brains: list[np.ndarray],
+                    normal_images: list[np.ndarray], median: tuple[int, ...] = (0, 5)
+                    ) -> dict[str, dict[str, float]]:
+    """The trivial baselines on the test subjects: bright and dark intensity (the model's
+    z-score) and the absolute deviation from the voxel-wise mean of the normal subjects (they
+    share the template's space), each raw and after a 3-D median (sizes in ``median``)."""
+    from scipy import ndimage as ndi
+
+    from ..preprocessing import PreprocessConfig, normalize_intensity
+
+    pre = PreprocessConfig()
+    norm = [normalize_intensity(x, b, pre) for x, b in zip(images, brains, strict=True)]
+    mean = np.mean([normalize_intensity(x, x > 0, pre) for x in normal_images], axis=0)
+    out = {}
+    for name, maps in (("bright", norm), ("dark", [-x for x in norm]),
+                       ("mean deviation", [np.abs(x - mean) for x in norm])):
+        for size in median:
+            filtered = [ndi.median_filter(m, size) if size else m for m in maps]
+            out[f"baseline {name}{f' + median {size}' if size else ''}"] = pooled_scores(
+                filtered, truths, brains)
+    return out
