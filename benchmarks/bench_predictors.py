@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> str:
         print(f"{what}: {secs:.2f} s, {mib:.0f} MiB {note}", flush=True)
 
     # each predictor over the whole volume, pipeline included (energy: see the projection rows)
-    for name in [p for p in PREDICTORS if p != "energy"]:
+    for name in [p for p, info in PREDICTORS.items() if info.reference]:
         dt, mem = timed(lambda name=name: predict_volume(phantom.volume, [loaded], [name], opts), device)
         row(f"predict_volume `{name}`", dt, mem, f"{n} slices, preprocessing included")
 

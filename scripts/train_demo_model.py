@@ -57,7 +57,7 @@ def score_sample(path: Path) -> dict[str, dict[str, float]]:
     sample = make_subject(MNI_LESION_SEED, MNI_LESION_KINDS)
     loaded = load_checkpoint(path)
     t0 = time.perf_counter()
-    names = [n for n in PREDICTORS if n != "energy"]
+    names = [n for n, info in PREDICTORS.items() if info.reference]
     result = predict_volume(sample.volume, [loaded], names)
     truth = sample.lesion_mask > 0
     scores = {n: {"auroc": voxel_auroc(m, truth, sample.brain_mask),

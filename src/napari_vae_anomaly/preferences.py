@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .predictors.registry import DEFAULT_PREDICTORS  # torch-free, like this module
+from .predictors.registry import DEFAULT_PREDICTORS, PREDICTORS  # torch-free, like this module
 
 PLUGIN = "napari-vae-anomaly"
 CONFIGURATION_KEY = "defaults"
@@ -44,7 +44,7 @@ CONFIGURATIONS: dict[str, Any] = {
                 "default": ",".join(DEFAULT_PREDICTORS),
                 "title": "Default predictors",
                 "description": "Comma-separated predictor names checked in the Detect widget "
-                               "(rec, rec_grad, kl_grad, elbo_grad, combi, combi_add, energy)",
+                               f"({', '.join(PREDICTORS)})",  # the registry's names, as in napari.yaml
             },
         },
     }
@@ -63,8 +63,6 @@ class Preferences:
 
 def parse_predictors(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Known predictor names from "a, b c" (unknown ones dropped; none left -> defaults)."""
-    from .predictors.registry import PREDICTORS
-
     items = re.split(r"[,\s]+", text) if isinstance(text, str) else list(text)
     names = tuple(dict.fromkeys(n.strip() for n in items if n.strip() in PREDICTORS))
     return names or DEFAULT_PREDICTORS

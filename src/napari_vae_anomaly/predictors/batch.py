@@ -1,8 +1,9 @@
 """All requested maps of one batch of slices, and chunked execution that survives OOM.
 
-``compute_maps`` shares work between predictors: ``rec`` and the five gradient predictors come
-from a single forward pass and (at most) two backward passes; ``energy`` runs its own projection
-on the same batch. ``run_chunked`` splits a long stack of slices into chunks that bound memory
+``compute_maps`` shares work between predictors: it computes the union of the requested
+registry entries' shared terms once (``rec`` and the five gradient predictors come from a single
+forward pass and at most two backward passes; ``energy``'s projection runs only when asked
+for) and then calls each entry's map function; it knows no predictor by name. ``run_chunked`` splits a long stack of slices into chunks that bound memory
 and halves the chunk when the device runs out of memory.
 """
 
@@ -15,10 +16,9 @@ import numpy as np
 import torch
 
 from ..models.vae import VAE
-from .energy import energy_projection
-from .gradients import frozen, gradient_maps, input_gradients, needs
-from .reconstruction import rec_map
-from .registry import PredictorOptions, check_names
+from .gradients import frozen
+from .registry import PredictorOptions, check_names, terms_needed
+from .terms import compute_terms
 
 T = TypeVar("T")
 
@@ -46,16 +46,9 @@ def compute_maps(
     dtype = next(model.parameters()).dtype
     xt = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(dev, dtype)
     m = None if mask is None else torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).to(dev)
-    out: dict[str, torch.Tensor] = {}
     with frozen(model):
-        need_rec, need_kl = needs(names)
-        if need_rec or need_kl:
-            terms = input_gradients(model, xt, o, need_rec=need_rec, need_kl=need_kl)
-            out.update(gradient_maps(terms, [n for n in names if n != "energy"], model.beta, o))
-        elif "rec" in names:
-            out["rec"] = rec_map(model, xt, o.n_latent_samples)
-        if "energy" in names:
-            out["energy"] = energy_projection(model, xt, o, mask=m).map
+        terms = compute_terms(model, xt, terms_needed(names), o, mask=m)
+        out = {n: terms.map(n) for n in names}
     return {n: out[n].detach().to("cpu", torch.float32).numpy() for n in names}
 
 

@@ -27,11 +27,15 @@ clamped to each slice's input intensity range. Pixels outside ``mask`` (backgrou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..models.vae import VAE
 from .registry import PredictorOptions
+
+if TYPE_CHECKING:
+    from .terms import SharedTerms
 
 
 @dataclass
@@ -113,3 +117,9 @@ def energy_projection(
     ref = xt if o.energy_variant == "x0_xT" else f_xT
     amap = (x0 - ref).abs().sum(dim=1)
     return EnergyResult(amap, xt, f_xT, torch.stack(trace), alpha)
+
+
+def energy_from_terms(terms: SharedTerms) -> torch.Tensor:
+    """The ``energy`` registry entry: the batch's projection map (N, S, S)."""
+    assert terms.projection is not None
+    return terms.projection.map

@@ -1,24 +1,29 @@
-"""Gradient predictors: rec_grad, kl_grad, elbo_grad, combi, combi_add.
+"""Gradient predictors (rec_grad, kl_grad, elbo_grad, combi, combi_add) and their shared passes.
 
 All five come from one forward pass and two backward passes per batch:
 ``g_rec = ∂(Σ L_rec)/∂x`` and ``g_kl = ∂(Σ KL)/∂x`` (``torch.autograd.grad`` w.r.t. the input
 only, so no parameter gradient is computed or accumulated). Because the VAE has no batch
 normalization, image i's terms depend only on image i, so the gradient of the batch *sum* is
 every image's own gradient. ``∂L/∂x = g_rec + β g_kl`` gives elbo_grad without a third pass.
+Each ``*_map`` function is one registry entry's map, computed from the batch's shared terms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..models.vae import VAE
 from .reconstruction import forward_terms
 from .registry import PredictorOptions
-from .smoothing import minmax, smooth2d
+from .smoothing import minmax
+
+if TYPE_CHECKING:
+    from ..models.vae import VAE
+    from .terms import SharedTerms
 
 
 @contextmanager
@@ -89,31 +94,31 @@ def _abs_map(g: torch.Tensor) -> torch.Tensor:
     return g.abs().sum(dim=1, keepdim=True)
 
 
-def gradient_maps(
-    terms: GradientTerms, names: Sequence[str], beta: float, options: PredictorOptions
-) -> dict[str, torch.Tensor]:
-    """Turn gradient terms into the requested maps, each (N, S, S)."""
-    sm = lambda m: smooth2d(m, options.sigma, options.kernel)  # noqa: E731
-    rec = terms.rec.sum(dim=1, keepdim=True)
-    out: dict[str, torch.Tensor] = {}
-    if "rec" in names:
-        out["rec"] = rec
-    if "rec_grad" in names:
-        out["rec_grad"] = sm(_abs_map(terms.g_rec))
-    kl_grad = sm(_abs_map(terms.g_kl)) if terms.g_kl is not None else None
-    if "kl_grad" in names:
-        out["kl_grad"] = kl_grad
-    if "elbo_grad" in names:
-        out["elbo_grad"] = sm(_abs_map(terms.g_rec + beta * terms.g_kl))
-    if "combi" in names:
-        out["combi"] = rec * sm(minmax(_abs_map(terms.g_kl)))
-    if "combi_add" in names:
-        out["combi_add"] = minmax(kl_grad) + minmax(rec)
-    return {k: v[:, 0] for k, v in out.items()}
+def rec_grad_map(t: SharedTerms) -> torch.Tensor:
+    """``rec_grad``: smooth(|∂L_rec/∂x|), (N, S, S)."""
+    assert t.g_rec is not None
+    return t.smooth(_abs_map(t.g_rec))[:, 0]
 
 
-def needs(names: Sequence[str]) -> tuple[bool, bool]:
-    """Which backward passes the names require: (reconstruction, KL)."""
-    need_rec = any(n in ("rec_grad", "elbo_grad") for n in names)
-    need_kl = any(n in ("kl_grad", "elbo_grad", "combi", "combi_add") for n in names)
-    return need_rec, need_kl
+def kl_grad_map(t: SharedTerms) -> torch.Tensor:
+    """``kl_grad``: smooth(|∂KL/∂x|), (N, S, S)."""
+    assert t.g_kl is not None
+    return t.smooth(_abs_map(t.g_kl))[:, 0]
+
+
+def elbo_grad_map(t: SharedTerms) -> torch.Tensor:
+    """``elbo_grad``: smooth(|∂L_rec/∂x + β ∂KL/∂x|), (N, S, S); no third backward pass."""
+    assert t.g_rec is not None and t.g_kl is not None
+    return t.smooth(_abs_map(t.g_rec + t.beta * t.g_kl))[:, 0]
+
+
+def combi_map(t: SharedTerms) -> torch.Tensor:
+    """``combi``: rec · smooth(minmax(|∂KL/∂x|)), (N, S, S)."""
+    assert t.rec is not None and t.g_kl is not None
+    rec = t.rec.sum(dim=1, keepdim=True)
+    return (rec * t.smooth(minmax(_abs_map(t.g_kl))))[:, 0]
+
+
+def combi_add_map(t: SharedTerms) -> torch.Tensor:
+    """``combi_add``: minmax(kl_grad) + minmax(rec), per image, (N, S, S)."""
+    return minmax(t.map("kl_grad")) + minmax(t.map("rec"))

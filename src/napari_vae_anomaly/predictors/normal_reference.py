@@ -28,8 +28,9 @@ from .registry import PREDICTORS, PredictorOptions
 OPTION_KEYS: tuple[str, ...] = (
     "sigma", "kernel", "smoothgrad_n", "smoothgrad_noise", "n_latent_samples", "median", "erode",
 )
-#: predictors measured at training time: all but the iterative (costly) projection
-REFERENCE_PREDICTORS: tuple[str, ...] = tuple(n for n in PREDICTORS if n != "energy")
+#: predictors measured at training time: the registry's entries marked ``reference`` (all but
+#: the iterative, costly projection)
+REFERENCE_PREDICTORS: tuple[str, ...] = tuple(n for n, p in PREDICTORS.items() if p.reference)
 SAMPLE_SIZE = 16384
 MAX_SAMPLE = 1 << 20
 

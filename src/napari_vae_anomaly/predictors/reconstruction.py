@@ -8,9 +8,13 @@ input gradient still flows through μ and log σ².
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ..models.vae import VAE
+if TYPE_CHECKING:
+    from ..models.vae import VAE
+    from .terms import SharedTerms
 
 
 def forward_terms(
@@ -30,8 +34,7 @@ def forward_terms(
     return rec, kl
 
 
-@torch.no_grad()
-def rec_map(model: VAE, x: torch.Tensor, n_latent_samples: int = 1) -> torch.Tensor:
-    """The ``rec`` map (N, S, S): pixel reconstruction error, summed over channels."""
-    rec, _ = forward_terms(model, x, n_latent_samples)
-    return rec.sum(dim=1)
+def rec_from_terms(terms: SharedTerms) -> torch.Tensor:
+    """The ``rec`` registry entry: pixel reconstruction error summed over channels (N, S, S)."""
+    assert terms.rec is not None
+    return terms.rec.sum(dim=1)

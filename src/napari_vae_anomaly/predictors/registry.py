@@ -1,7 +1,12 @@
-"""The named predictors (anomaly maps) and their options.
+"""The named predictors (anomaly maps), their options, and the table that dispatches them.
 
-Every predictor is listed in :data:`PREDICTORS` with a one-line formula (shown as a GUI
-tooltip and in ``predict --help``) and where its code lives, so a name leads to its module:
+Every predictor is one :class:`PredictorInfo` entry in :data:`PREDICTORS`: a one-line formula
+(shown as a GUI tooltip and in ``predict --help``), the shared terms it needs, and the function
+that turns those terms into its map. :func:`predictors.batch.compute_maps` computes the union of
+the requested predictors' terms once per batch (one forward pass, at most two backward passes,
+the projection only when asked for) and then calls each entry's function; nothing else in the
+package lists predictor names. Adding a predictor is its own module plus one entry here
+(docs/adding_a_predictor.md).
 
 ==============  ==============================  =====================================
 name            module                          needs
@@ -15,60 +20,103 @@ name            module                          needs
 ``energy``      ``predictors/energy``           T forward+backward passes
 ==============  ==============================  =====================================
 
-:func:`predictors.batch.compute_maps` computes any subset of them for a batch of slices.
+This module imports no torch (the preferences and help texts read it); an entry names its map
+function as ``"module:function"`` under ``predictors/`` and it is imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+#: the shared terms a predictor can ask for (see ``predictors/terms.py``)
+RECONSTRUCTION = "reconstruction"  # pixel reconstruction error (N, C, S, S), z = μ
+REC_GRADIENT = "rec_gradient"  # ∂(Σ L_rec)/∂x, signed (N, C, S, S)
+KL_GRADIENT = "kl_gradient"  # ∂(Σ KL)/∂x, signed (N, C, S, S)
+PROJECTION = "projection"  # the energy projection of the batch (an ``EnergyResult``)
+TERMS: tuple[str, ...] = (RECONSTRUCTION, REC_GRADIENT, KL_GRADIENT, PROJECTION)
 
 
 @dataclass(frozen=True)
 class PredictorInfo:
-    """Description of one predictor, for users (GUI tooltips, CLI help) and dispatch."""
+    """One predictor, for users (GUI tooltips, CLI help) and for dispatch.
+
+    ``needs``: the shared terms its map is computed from. ``compute``: ``"module:function"``
+    (a module of ``predictors/``) or the function itself; it takes the batch's
+    :class:`~.terms.SharedTerms` and returns the map (N, S, S). ``reference``: measured in the
+    normal reference at the end of training (off for costly iterative maps).
+    """
 
     name: str
     formula: str
-    needs_grad: bool
+    needs: tuple[str, ...]
     description: str
-    module: str
+    compute: str | Callable[..., Any]
+    reference: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.needs if t not in TERMS]
+        if unknown:
+            raise ValueError(f"predictor {self.name!r} needs unknown term {unknown[0]!r}; terms: {TERMS}")
+
+    @property
+    def module(self) -> str:
+        """Where its code lives (a module of ``predictors/``)."""
+        if callable(self.compute):
+            return str(self.compute.__module__).rsplit(".", 1)[-1]
+        return self.compute.split(":", 1)[0]
+
+    @property
+    def needs_grad(self) -> bool:
+        """True when a backward pass through the model is needed."""
+        return any(t != RECONSTRUCTION for t in self.needs)
+
+    def map_function(self) -> Callable[..., Any]:
+        """The function that computes this predictor's map from the shared terms."""
+        if callable(self.compute):
+            return self.compute
+        module, _, func = self.compute.partition(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), func)
 
 
 PREDICTORS: dict[str, PredictorInfo] = {
     p.name: p
     for p in (
         PredictorInfo(
-            "rec", "(x - x̂)²  (|x - x̂| for Laplace), z = μ", False,
-            "Pixel-wise reconstruction error of the posterior mean.", "reconstruction",
+            "rec", "(x - x̂)²  (|x - x̂| for Laplace), z = μ", (RECONSTRUCTION,),
+            "Pixel-wise reconstruction error of the posterior mean.", "reconstruction:rec_from_terms",
         ),
         PredictorInfo(
-            "rec_grad", "smooth(|∂L_rec/∂x|)", True,
-            "Input gradient of the reconstruction term, smoothed.", "gradients",
+            "rec_grad", "smooth(|∂L_rec/∂x|)", (REC_GRADIENT,),
+            "Input gradient of the reconstruction term, smoothed.", "gradients:rec_grad_map",
         ),
         PredictorInfo(
-            "kl_grad", "smooth(|∂KL/∂x|)", True,
-            "Input gradient of the KL term (Zimmerer et al. 2019), smoothed.", "gradients",
+            "kl_grad", "smooth(|∂KL/∂x|)", (KL_GRADIENT,),
+            "Input gradient of the KL term (Zimmerer et al. 2019), smoothed.", "gradients:kl_grad_map",
         ),
         PredictorInfo(
-            "elbo_grad", "smooth(|∂L_rec/∂x + β ∂KL/∂x|)", True,
-            "Input gradient of the whole negative ELBO, smoothed.", "gradients",
+            "elbo_grad", "smooth(|∂L_rec/∂x + β ∂KL/∂x|)", (REC_GRADIENT, KL_GRADIENT),
+            "Input gradient of the whole negative ELBO, smoothed.", "gradients:elbo_grad_map",
         ),
         PredictorInfo(
-            "combi", "(x - x̂)² · smooth(minmax(|∂KL/∂x|))", True,
-            "Reconstruction error weighted by the normalized KL gradient.", "gradients",
+            "combi", "(x - x̂)² · smooth(minmax(|∂KL/∂x|))", (RECONSTRUCTION, KL_GRADIENT),
+            "Reconstruction error weighted by the normalized KL gradient.", "gradients:combi_map",
         ),
         PredictorInfo(
-            "combi_add", "minmax(kl_grad) + minmax(rec)", True,
-            "Sum of the per-image normalized KL gradient and reconstruction maps.", "gradients",
+            "combi_add", "minmax(kl_grad) + minmax(rec)", (RECONSTRUCTION, KL_GRADIENT),
+            "Sum of the per-image normalized KL gradient and reconstruction maps.",
+            "gradients:combi_add_map",
         ),
         PredictorInfo(
             "energy",
             "|x₀ - x_T|,  x_{t+1} = x_t - clip(α ∇E(x_t)·(x_t - f(x_t))², ±|x_t - f(x_t)|); "
-            "α halved for a slice whose E would rise", True,
+            "α halved for a slice whose E would rise", (PROJECTION,),
             "Energy-based projection (Dehaene et al. 2020): how far each pixel moves when the "
             "slice is pulled towards the normal manifold, E = L(x) + λ‖x - x₀‖₁. A step never "
-            "moves a pixel past its own reconstruction and never raises a slice's energy.", "energy",
+            "moves a pixel past its own reconstruction and never raises a slice's energy.",
+            "energy:energy_from_terms", reference=False,
         ),
     )
 }
@@ -79,8 +127,10 @@ PREDICTORS: dict[str, PredictorInfo] = {
 #: the issue's external data; the CLI, the widget, the preferences and the demo read it here.
 DEFAULT_PREDICTORS: tuple[str, ...] = ("elbo_grad",)
 
-#: predictors that come out of the shared forward + two backward passes
-GRADIENT_PREDICTORS: tuple[str, ...] = ("rec_grad", "kl_grad", "elbo_grad", "combi", "combi_add")
+#: predictors that come out of the shared forward + two backward passes (derived from the table)
+GRADIENT_PREDICTORS: tuple[str, ...] = tuple(
+    n for n, p in PREDICTORS.items() if p.needs_grad and PROJECTION not in p.needs
+)
 ENERGY_VARIANTS: tuple[str, ...] = ("x0_xT", "x0_fxT")
 
 
@@ -162,6 +212,12 @@ def check_names(names: list[str] | tuple[str, ...] | str) -> list[str]:
     if not out:
         raise ValueError("no predictor chosen")
     return out
+
+
+def terms_needed(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The shared terms the predictors ``names`` need together, in :data:`TERMS` order."""
+    need = {t for n in names for t in PREDICTORS[n].needs}
+    return tuple(t for t in TERMS if t in need)
 
 
 def describe(name: str) -> str:
