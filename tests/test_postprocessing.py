@@ -14,7 +14,12 @@ from napari_vae_anomaly.postprocessing.components import (
     remove_small_components,
 )
 from napari_vae_anomaly.postprocessing.filters import fill_holes, median_filter_map
-from napari_vae_anomaly.postprocessing.lesions import index_to_world, lesion_table
+from napari_vae_anomaly.postprocessing.lesions import (
+    index_to_world,
+    label_lesions,
+    lesion_rows,
+    lesion_table,
+)
 from napari_vae_anomaly.postprocessing.mask import MaskOptions, make_mask, postprocess
 from napari_vae_anomaly.postprocessing.threshold import (
     best_dice_threshold,
@@ -141,3 +146,43 @@ def test_make_mask_is_fast_on_a_full_size_volume(rng):
     m = make_mask(score, 0.99, fg, min_voxels=8)
     dt = time.perf_counter() - t0
     assert m.shape == shape and dt < 1.0
+
+
+def test_fast_lesion_rows_match_a_direct_ndimage_computation(rng, oblique_geometry):
+    """The bincount rows (the widget's live table, the CLI's) against scipy's own statistics:
+    same labels, sizes, scores, voxel centroids and full-geometry world centroids."""
+    from scipy import ndimage
+
+    mask = rng.random((9, 30, 26)) > 0.8
+    score = rng.normal(size=mask.shape).astype(np.float32)
+    labels = label_lesions(mask, min_voxels=3)
+    rows = lesion_rows(labels, score, oblique_geometry)
+    ref, n = ndimage.label(mask)
+    sizes = np.bincount(ref.ravel())[1:]
+    kept = np.sort(sizes[sizes >= 3])[::-1]
+    assert [r.voxels for r in rows] == list(kept) and [r.label for r in rows] == list(range(1, len(kept) + 1))
+    assert labels.dtype == (np.uint8 if len(kept) < 256 else np.uint16)
+    idx = [r.label for r in rows]
+    mean = ndimage.mean(score.astype(np.float64), labels, idx)
+    mx = ndimage.maximum(score, labels, idx)
+    com = np.asarray(ndimage.center_of_mass(labels > 0, labels, idx))
+    np.testing.assert_allclose([r.mean_score for r in rows], mean, rtol=1e-9)
+    np.testing.assert_allclose([r.max_score for r in rows], mx, rtol=1e-7)
+    np.testing.assert_allclose([r.centroid_voxel for r in rows], com, atol=1e-9)
+    world = index_to_world(com, oblique_geometry)
+    np.testing.assert_allclose([r.centroid_world for r in rows], world, atol=1e-9)
+    everything = lesion_table(mask, score, oblique_geometry)  # no size limit: the larger come first
+    assert len(everything) == n and everything[: len(rows)] == rows
+
+
+def test_label_lesions_drops_small_components_and_orders_by_size():
+    mask = np.zeros((4, 12, 12), bool)
+    mask[0, 0, 0] = True                      # 1 voxel, first in raster order
+    mask[1:3, 2:4, 2:4] = True                # 8 voxels
+    mask[1:4, 6:10, 6:10] = True              # 48 voxels
+    labels = label_lesions(mask, min_voxels=2)
+    assert labels.dtype == np.uint8 and labels.shape == mask.shape
+    assert labels[2, 7, 7] == 1 and labels[1, 2, 2] == 2 and labels[0, 0, 0] == 0
+    assert lesion_rows(labels)[0].centroid_world == pytest.approx((7.5, 7.5, 2.0))
+    assert np.isnan(lesion_rows(labels)[0].mean_score)
+    assert label_lesions(np.zeros((3, 3), bool)).max() == 0 and lesion_rows(np.zeros((3, 3), np.uint8)) == []

@@ -2,7 +2,8 @@
 
 Rows are numbered by decreasing size (label 1 = largest). Centroids are given in voxel
 indices (z, y, x) and in world coordinates (ITK/LPS x, y, z, mm) using the full geometry
-(origin + direction · spacing · index), so a row points at the same spot in any viewer.
+(origin + direction · spacing · index), so a row points at the same spot in any viewer. The
+CLI, the core detection and the Detect widget's live table all label and tabulate here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io.geometry import Geometry
-from .components import label_components, voxel_volume_mm3
+from .components import structure, voxel_volume_mm3
 from .filters import bounding_box
 
 
@@ -40,16 +41,75 @@ def index_to_world(index_zyx: np.ndarray, geometry: Geometry) -> np.ndarray:
     return idx_xyz @ m.T + np.asarray(geometry.origin)
 
 
-def relabel_by_size(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
-    """Component labels numbered by decreasing voxel count (int32, 0 = background)."""
-    labels, n = label_components(mask, connectivity)
-    if n == 0:
-        return labels, 0
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    order = np.argsort(-sizes[1:], kind="stable") + 1
-    remap = np.zeros(n + 1, dtype=np.int32)
-    remap[order] = np.arange(1, n + 1, dtype=np.int32)
-    return remap[labels], n
+def label_lesions(mask: np.ndarray, min_voxels: int = 0, connectivity: int = 1) -> np.ndarray:
+    """Component labels of ``mask`` (1 = largest), components under ``min_voxels`` dropped.
+
+    One labelling pass over the bounding box of the mask (the Detect widget runs this on every
+    slider move); the smallest unsigned dtype that holds the labels keeps a Labels layer light.
+    Ties in size keep the raster order of the components' first voxels.
+    """
+    m = np.asarray(mask) > 0
+    box = bounding_box(m)
+    if box is None:
+        return np.zeros(m.shape, dtype=np.uint8)
+    sub, n = ndimage.label(m[box], structure=structure(m.ndim, connectivity))
+    flat = sub.ravel()
+    idx = np.flatnonzero(flat)  # only the labelled voxels from here on
+    lab = flat[idx]
+    sizes = np.bincount(lab, minlength=n + 1)
+    sizes[0] = 0
+    keep = np.flatnonzero(sizes >= max(int(min_voxels), 1))
+    order = keep[np.argsort(-sizes[keep], kind="stable")]
+    k = len(order)
+    dtype = np.uint8 if k < 2**8 else np.uint16 if k < 2**16 else np.uint32
+    remap = np.zeros(n + 1, dtype=dtype)
+    remap[order] = np.arange(1, k + 1, dtype=dtype)
+    sub_out = np.zeros(sub.shape, dtype=dtype)
+    sub_out.ravel()[idx] = remap[lab]
+    out = np.zeros(m.shape, dtype=dtype)
+    out[box] = sub_out
+    return out
+
+
+def lesion_rows(
+    labels: np.ndarray, score: np.ndarray | None = None, geometry: Geometry | None = None
+) -> list[Lesion]:
+    """One row per label of ``labels``, largest first (ties by label).
+
+    ``bincount`` over the labelled voxels only: on a 155x240x240 scan this takes milliseconds
+    where ``ndimage.maximum`` (a sort) takes a second, so the Detect widget's slider can use it.
+    ``centroid_world`` is the centroid through the full ``geometry`` (see module docstring);
+    without a geometry, the voxel grid (unit spacing, zero origin). No score: NaN scores.
+    """
+    labels = np.asarray(labels)
+    flat = labels.ravel()
+    idx = np.flatnonzero(flat)
+    if idx.size == 0:
+        return []
+    lab = flat[idx].astype(np.intp)
+    n = int(lab.max())
+    voxels = np.bincount(lab, minlength=n + 1)
+    present = np.flatnonzero(voxels[1:]) + 1
+    if score is None:
+        means = maxes = np.full(n + 1, np.nan)
+    else:
+        s = np.asarray(score).ravel()[idx].astype(np.float64)
+        means = np.bincount(lab, weights=s, minlength=n + 1) / np.maximum(voxels, 1)
+        maxes = np.full(n + 1, -np.inf)
+        np.maximum.at(maxes, lab, s)
+    coords = np.unravel_index(idx, labels.shape)
+    cents = np.stack([np.bincount(lab, weights=c, minlength=n + 1) for c in coords], axis=1)
+    cents = cents[present] / voxels[present, None]
+    geometry = geometry or Geometry.identity(labels.ndim)
+    world = index_to_world(cents, geometry)
+    vox_ml = voxel_volume_mm3(geometry.spacing) / 1000.0
+    rows = [
+        Lesion(int(k), int(voxels[k]), float(voxels[k] * vox_ml), float(means[k]), float(maxes[k]),
+               tuple(float(c) for c in cents[i]), tuple(float(w) for w in world[i]))
+        for i, k in enumerate(present)
+    ]
+    rows.sort(key=lambda r: (-r.voxels, r.label))
+    return rows
 
 
 def lesion_table(
@@ -61,33 +121,5 @@ def lesion_table(
 ) -> list[Lesion]:
     """Rows for each component of ``mask`` (or of a ready ``labels`` image), largest first."""
     if labels is None:
-        labels, n = relabel_by_size(mask, connectivity)
-    else:
-        n = int(labels.max()) if labels.size else 0
-    if n == 0:
-        return []
-    geometry = geometry or Geometry.identity(labels.ndim)
-    box = bounding_box(labels > 0)
-    offset = np.array([b.start for b in box], dtype=np.float64)
-    lab = labels[box]  # all work on the lesions' bounding box only
-    idx = np.arange(1, n + 1)
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1 : n + 1]
-    if score is None:
-        means = maxs = np.full(n, np.nan)
-    else:
-        s = np.asarray(score, dtype=np.float64)[box]
-        means = np.asarray(ndimage.mean(s, lab, idx))
-        maxs = np.asarray(ndimage.maximum(s, lab, idx))
-    cents = np.asarray(ndimage.center_of_mass(np.ones(lab.shape, np.uint8), lab, idx))
-    cents = cents.reshape(n, labels.ndim) + offset
-    world = index_to_world(cents, geometry)
-    vox_ml = voxel_volume_mm3(geometry.spacing) / 1000.0
-    rows = []
-    for i in range(n):
-        if sizes[i] == 0:
-            continue
-        rows.append(Lesion(
-            int(idx[i]), int(sizes[i]), float(sizes[i] * vox_ml), float(means[i]),
-            float(maxs[i]), tuple(float(c) for c in cents[i]), tuple(float(w) for w in world[i]),
-        ))
-    return rows
+        labels = label_lesions(mask, 0, connectivity)
+    return lesion_rows(labels, score, geometry)

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from ..postprocessing.lesions import label_lesions, lesion_rows
 from ._common import warn
 from .detect_form import SLIDER_STEPS
 from .heatmap_layers import MaskLayer, robust_limits, tag_detection, upsert_heatmap
-from .lesion_table import focus_lesion, label_lesions, lesions_in
+from .lesion_table import focus_lesion
 
 
 class DetectionResult:
@@ -118,6 +119,7 @@ class DetectResultMixin:
     def _update_mask(self) -> None:
         from ..postprocessing.components import min_voxels_for
         from ..postprocessing.mask import make_mask
+        from ._common import layer_geometry
 
         res = self.result
         t0 = time.perf_counter()
@@ -130,7 +132,7 @@ class DetectResultMixin:
         if new_layer:
             warn(f"The mask you edited was kept; the new mask is in layer {layer.name!r}")
         self._tag_threshold(layer)
-        self.table.set_rows(lesions_in(labels, score, res.spacing))
+        self.table.set_rows(lesion_rows(labels, score, layer_geometry(res.source)))
         self.last_update_ms = (time.perf_counter() - t0) * 1000.0
 
     def _tag_threshold(self, mask_layer: Any) -> None:
