@@ -62,7 +62,7 @@ def phantom_setup(size: int = 32, steps: int = 200):
     ref = preprocess_volume(held_out.image, cfg, training=True)
     loaded = LoadedModel(model, model.config, cfg, {"name": "phantom-tiny"},
                          normal_images=ref.images, normal_masks=ref.masks)
-    from napari_vae_anomaly.predictors.normal_reference import measure_normal_reference
+    from napari_vae_anomaly.predictors.reference_measurement import measure_normal_reference
 
     loaded.normal_reference = measure_normal_reference(loaded, [held_out.volume])
     test = make_phantom(seed=7, shape=shape, lesions=True)

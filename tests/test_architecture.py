@@ -54,3 +54,45 @@ def test_core_imports_neither_qt_nor_napari():
 
 def test_napari_facing_modules_do_not_import_torch():
     assert _loaded_after_import(STARTUP, ["torch"]) == []
+
+
+def test_no_import_cycle_among_the_package_modules():
+    """Lazy (in-function) imports count too: they only hide a circle until it bites."""
+    from _imports import cycles, import_graph
+
+    graph = import_graph()
+    assert "napari_vae_anomaly.predictors.registry" in graph and len(graph) > 50
+    assert cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_circle():
+    from _imports import cycles
+
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+#: the only modules outside training/ and study/ that may import them: the CLI commands that
+#: run a training or a study, and the GUI's training dock and job
+ENTRY_POINTS = {
+    "napari_vae_anomaly.cli.train": ("training",),
+    "napari_vae_anomaly.cli.benchmark": ("study",),
+    "napari_vae_anomaly.widgets": ("training", "study"),
+    "napari_vae_anomaly.workers": ("training", "study"),
+}
+
+
+def test_core_does_not_reach_into_training_or_study():
+    """Loading, predicting and scoring must not depend on the training loop or the benchmark
+    (device choice, calibration and plots live in the core); a study may train."""
+    from _imports import import_graph
+
+    bad = []
+    for mod, deps in import_graph().items():
+        home = mod.split(".")[1] if "." in mod else ""
+        allowed = next((v for k, v in ENTRY_POINTS.items() if mod == k or mod.startswith(k + ".")), ())
+        for dep in deps:
+            area = dep.split(".")[1] if dep.count(".") else ""
+            if area in ("training", "study") and home not in ("training", "study") and area not in allowed:
+                bad.append(f"{mod} -> {dep}")
+    assert bad == []

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from napari_vae_anomaly.metrics import dice, voxel_auroc
+from napari_vae_anomaly.postprocessing.calibrate import calibrate, edited_slices, weight_grid
 from napari_vae_anomaly.study.baselines import (
     MeanSliceDeviation,
     intensity_map,
     relative_positions,
 )
-from napari_vae_anomaly.study.calibrate import calibrate, edited_slices, weight_grid
 
 
 @pytest.fixture

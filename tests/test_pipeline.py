@@ -156,11 +156,9 @@ def test_every_registered_predictor_honours_the_contract(name, erode):
     geometry, float32, finite, non-negative where it is a magnitude, 0 outside the scoring
     region (the foreground, eroded by ``erode``), and a normal reference that applies."""
     from napari_vae_anomaly.io import Geometry
-    from napari_vae_anomaly.predictors.normal_reference import (
-        REFERENCE_PREDICTORS,
-        measure_normal_reference,
-    )
+    from napari_vae_anomaly.predictors.normal_reference import REFERENCE_PREDICTORS
     from napari_vae_anomaly.predictors.pipeline import score_region
+    from napari_vae_anomaly.predictors.reference_measurement import measure_normal_reference
 
     geo = Geometry((1.5, 1.0, 2.0), (3.0, -4.0, 5.0), tuple(np.eye(3).ravel()))
     vol = _blob_volume((9, 20, 17), geo)

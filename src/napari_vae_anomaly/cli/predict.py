@@ -118,12 +118,12 @@ def output_paths(case: str, out_dir: Path, keys: list[str]) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..devices import resolve_device
     from ..io.read import read_volume
     from ..models.checkpoint import load_checkpoint
     from ..postprocessing.mask import MaskOptions, postprocess
     from ..predictors.calibration import normal_thresholds
     from ..predictors.pipeline import ENSEMBLE_KEY, predict_volume
-    from ..training.devices import resolve_device
 
     names = list(dict.fromkeys(args.predictor or DEFAULT_PREDICTORS))
     options = options_from_args(args)

@@ -32,7 +32,7 @@ def source_files(geometry: Any) -> list[str] | None:
 
 def not_from_dicom_message(name: str, what: str = "mask", as_what: str = "DICOM SEG") -> str:
     """One line telling the user why a non-DICOM scan cannot be saved as DICOM, and what can."""
-    from .write import WRITE_EXTENSIONS
+    from .formats import WRITE_EXTENSIONS
 
     return (f"{name}: the {what} cannot be saved as a {as_what} because it does not come from "
             f"a scan read from DICOM (there is no series to reference); save it as "

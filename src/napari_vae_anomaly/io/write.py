@@ -23,11 +23,11 @@ import numpy as np
 from ..errors import VolumeWriteError
 from .atomic import TEMP_SUFFIX, clean_stale_temps, fsync_path, temp_prefix
 from .dicom import itk_reason
+from .formats import WRITE_EXTENSIONS
 from .geometry import Geometry
 from .read import file_extension
 from .verify import Verify, verify_written
 
-WRITE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _SITK_DTYPES = frozenset(
     np.dtype(t) for t in (
         np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64,

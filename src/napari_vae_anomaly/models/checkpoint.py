@@ -366,8 +366,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    from ..devices import resolve_device
     from ..preprocessing import PreprocessConfig
-    from ..training.devices import resolve_device
 
     path = Path(path).expanduser()
     raw = _read(path)

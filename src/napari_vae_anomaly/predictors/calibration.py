@@ -29,6 +29,7 @@ import numpy as np
 from ..io.volume import Volume
 from ..postprocessing.threshold import threshold_at_fraction
 from .ensemble import ensemble_values
+from .normal_reference import references_of
 from .pipeline import ENSEMBLE_KEY, predict_volume, slice_maps
 from .registry import PredictorOptions, check_names
 
@@ -113,8 +114,6 @@ def normal_thresholds(
     exactly like test volumes (volume stage included). Otherwise (several models, an older
     checkpoint, options the reference was not measured with): the stored reference slices.
     """
-    from .normal_reference import reference_scores
-
     names = check_names(list(names))
     if normalization == "reference":
         scores = reference_scores(models, names, options)
@@ -123,3 +122,19 @@ def normal_thresholds(
         normalization = "zscore"
     scores = reference_scores_from_checkpoint(models, names, options, normalization, should_stop)
     return thresholds_at_fraction(scores, fraction), "normal reference slices"
+
+
+def reference_scores(models: Sequence[Any], names: Sequence[str],
+                     options: PredictorOptions | None) -> dict[str, np.ndarray] | None:
+    """Normal scores keyed like ``PredictionResult.all_maps()`` (raw maps, and the
+    reference-normalized predictor ensemble), from one model's stored reference; None when
+    there are several models (their samples cover different voxels, so a model ensemble's
+    normal distribution cannot be formed from them) or no applicable reference."""
+    refs = references_of(models, names, options)
+    if refs is None or len(refs) != 1:
+        return None
+    names = list(names)
+    out = {n: refs[0].values(n) for n in names}
+    if len(names) > 1:
+        out[ENSEMBLE_KEY] = np.mean([refs[0].normalized(n) for n in names], axis=0)
+    return out

@@ -4,7 +4,8 @@ Why: a map's scale differs from model to model and predictor to predictor, so en
 normalize their members and masks need a threshold. Normalizing with the *test volume's own*
 statistics lets the lesions it holds shift them; thresholds from single reference slices miss
 the volume stage (erosion, 3-D median filter). So at the end of training the held-out normal
-*volumes* go through :func:`~.pipeline.predict_volume` exactly as a test volume would, and a
+*volumes* go through :func:`~.pipeline.predict_volume` exactly as a test volume would
+(:func:`~.reference_measurement.measure_normal_reference`), and a
 voxel-aligned sample of every map's normal scores (the same voxels for every map, so any
 ensemble of them can be formed afterwards) is stored in the checkpoint with exact means and
 standard deviations.
@@ -35,7 +36,7 @@ SAMPLE_SIZE = 16384
 MAX_SAMPLE = 1 << 20
 
 
-def _option_subset(options: PredictorOptions | dict[str, Any]) -> dict[str, Any]:
+def option_subset(options: PredictorOptions | dict[str, Any]) -> dict[str, Any]:
     d = options.to_dict() if isinstance(options, PredictorOptions) else dict(options)
     return {k: d.get(k) for k in OPTION_KEYS}
 
@@ -56,7 +57,7 @@ class NormalReference:
 
     def matches(self, options: PredictorOptions | None, names: Sequence[str] = ()) -> bool:
         """True when maps made with ``options`` have this reference's distribution."""
-        o = _option_subset(options or PredictorOptions())
+        o = option_subset(options or PredictorOptions())
         same = all(_close(o[k], self.options.get(k)) for k in OPTION_KEYS)
         return same and all(n in self.names for n in names)
 
@@ -112,38 +113,6 @@ def _close(a: Any, b: Any) -> bool:
     return a == b
 
 
-def measure_normal_reference(
-    loaded: Any,
-    volumes: Sequence[Any],
-    options: PredictorOptions | None = None,
-    names: Sequence[str] = REFERENCE_PREDICTORS,
-    sample: int = SAMPLE_SIZE,
-    seed: int = 0,
-    in_sample: bool = False,
-) -> NormalReference:
-    """Run ``names`` on normal ``volumes`` (Volume objects) like test volumes; pool the scores
-    inside each volume's scoring region and keep a voxel-aligned random sample."""
-    from .pipeline import predict_volume, score_region
-
-    o = options or PredictorOptions()
-    names = list(names)
-    pools: list[list[np.ndarray]] = [[] for _ in names]
-    for v in volumes:
-        res = predict_volume(v, [loaded], names, o, ensemble="zscore")
-        region = score_region(res.foreground, o.erode, np.ndim(res.foreground) == 2)
-        for i, n in enumerate(names):
-            pools[i].append(res.maps[n][region].astype(np.float32))
-    full = np.stack([np.concatenate(p) for p in pools]) if volumes else np.zeros((len(names), 0))
-    if full.shape[1] == 0:
-        raise ValueError("no normal voxels to measure a reference on")
-    k = min(sample, full.shape[1])
-    keep = np.sort(np.random.default_rng(seed).choice(full.shape[1], k, replace=False))
-    mean = {n: float(full[i].mean(dtype=np.float64)) for i, n in enumerate(names)}
-    std = {n: float(full[i].std(dtype=np.float64)) for i, n in enumerate(names)}
-    return NormalReference(names, np.ascontiguousarray(full[:, keep], np.float32),
-                           _option_subset(o), mean, std, len(volumes), int(full.shape[1]), in_sample)
-
-
 def references_of(models: Sequence[Any], names: Sequence[str],
                   options: PredictorOptions | None) -> list[NormalReference] | None:
     """Every model's reference when all have one that applies, else None."""
@@ -161,21 +130,3 @@ def resolve_normalization(method: str, models: Sequence[Any], names: Sequence[st
         return method, None
     refs = references_of(models, names, options)
     return ("reference", refs) if refs is not None else ("zscore", None)
-
-
-def reference_scores(models: Sequence[Any], names: Sequence[str],
-                     options: PredictorOptions | None) -> dict[str, np.ndarray] | None:
-    """Normal scores keyed like ``PredictionResult.all_maps()`` (raw maps, and the
-    reference-normalized predictor ensemble), from one model's stored reference; None when
-    there are several models (their samples cover different voxels, so a model ensemble's
-    normal distribution cannot be formed from them) or no applicable reference."""
-    from .pipeline import ENSEMBLE_KEY
-
-    refs = references_of(models, names, options)
-    if refs is None or len(refs) != 1:
-        return None
-    names = list(names)
-    out = {n: refs[0].values(n) for n in names}
-    if len(names) > 1:
-        out[ENSEMBLE_KEY] = np.mean([refs[0].normalized(n) for n in names], axis=0)
-    return out

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import plots
+from .table import ALL, BASELINE, ENSEMBLE, TABLE_COLUMNS, curves_of
 
 HEADERS = {
     "model": "model",
@@ -47,8 +48,6 @@ def _cell(key: str, v: Any) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The results table in Markdown (best value of each metric column in bold)."""
-    from .runner import TABLE_COLUMNS
-
     cols = list(TABLE_COLUMNS)
     best = {}
     for c in ("auroc", "auprc", "dice", "oracle_dice", "slice_auroc_mean", "slice_auroc_max"):
@@ -67,8 +66,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
-    from .runner import TABLE_COLUMNS
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(TABLE_COLUMNS), lineterminator="\n", extrasaction="ignore")
     w.writeheader()
@@ -89,8 +86,6 @@ def _json(result: Any) -> str:
 
 
 def _plots(result: Any, evals: dict, example: dict, mapper: Any, out: Path) -> dict[str, Path]:
-    from .runner import ALL, BASELINE, ENSEMBLE, curves_of
-
     keys = list(evals)
     multi = any(k[0] == ALL for k in keys)
     main = ALL if multi else mapper.models[0].label

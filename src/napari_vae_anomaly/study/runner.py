@@ -31,30 +31,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import AnomalyError
-from ..metrics import DatasetEvaluator, MetricsResult, roc_pr_curves
+from ..metrics import DatasetEvaluator, MetricsResult
 from .baselines import MeanSliceDeviation, intensity_map, relative_positions
 from .config import StudyConfig
 from .phantom_data import Case, StudyData, load_study_data
-
-ALL = "all"
-ENSEMBLE = "ensemble"
-BASELINE = "baseline"
-BASELINES = ("intensity_bright", "intensity_dark", "mean_deviation")
-OUTPUTS = ("results.md", "results.csv", "results.json", "per_case.csv")
-TABLE_COLUMNS = (
-    "model",
-    "beta",
-    "predictor",
-    "auroc",
-    "auprc",
-    "threshold",
-    "dice",
-    "oracle_dice",
-    "slice_auroc_mean",
-    "slice_auroc_max",
-    "seconds_per_volume",
-)
-Key = tuple[str, str]  # (model label, predictor / ensemble / baseline name)
+from .report import write_outputs
+from .table import ALL, BASELINE, BASELINES, ENSEMBLE, OUTPUTS, TABLE_COLUMNS, Key
 
 
 @dataclass
@@ -340,8 +322,6 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyR
     notes += _standard_notes(config)
     result = StudyResult(rows, per_case, notes, config=config)
     result.seconds = time.perf_counter() - t_start
-    from .report import write_outputs
-
     result.paths = write_outputs(result, evals, example, mapper, log)
     log(f"done in {result.seconds:.0f} s; results in {config.out}")
     return result
@@ -360,12 +340,6 @@ def _standard_notes(config: StudyConfig) -> list[str]:
         "slice_auroc_*: slice-level detection from each slice's mean / max score (slices with "
         "> 10 lesion voxels abnormal, none normal)",
     ]
-
-
-def curves_of(evaluator: DatasetEvaluator) -> dict[str, np.ndarray] | None:
-    """ROC/PR curves of an evaluator's pooled (possibly subsampled, weighted) voxels."""
-    s, y, w = evaluator.pool.arrays()
-    return roc_pr_curves(s, y, None, w)
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:

@@ -182,7 +182,7 @@ def _measure_reference(core: VAE, config: TrainConfig, inputs: Sequence[Any], sl
     when ``config.reference_volumes`` is 0."""
     if config.reference_volumes <= 0:
         return None
-    from ..predictors.normal_reference import measure_normal_reference
+    from ..predictors.reference_measurement import measure_normal_reference
     from .slices import expand_inputs, load_volume
 
     held_out = split == "volume"
