@@ -33,6 +33,7 @@ demo: venv system-deps
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/mypy
 
 benchmark: venv
 	$(PY) benchmarks/run_all.py

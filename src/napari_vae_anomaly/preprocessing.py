@@ -241,8 +241,8 @@ class SliceLayout:
             int(d["axis"]),
             tuple(d["slice_shape"]),
             int(d["square"]),
-            tuple(tuple(p) for p in d["pad"]),
-            int(d["size"]),  # type: ignore[arg-type]
+            tuple(tuple(p) for p in d["pad"]),  # type: ignore[arg-type]
+            int(d["size"]),
         )
 
 
@@ -343,6 +343,7 @@ def preprocess_volume(
     idx = np.flatnonzero(keep)
     sel3 = np.take(norm3, idx, axis=ax)
     msel3 = np.take(m3, idx, axis=ax)
+    assert cfg.background is not None  # PreprocessConfig sets it
     images = _to_slices(sel3, layout, cfg.background, order=1).astype(np.float32)
     masks = _to_slices(msel3.astype(np.uint8), layout, 0, order=0) > 0
     return SliceBatch(images[:, None], masks[:, None], idx.astype(np.int64), layout)
@@ -377,7 +378,7 @@ def lesion_free_slices(batch: SliceBatch, lesion_masks: np.ndarray) -> SliceBatc
     if lm.shape == lay.shape:
         v3, _ = _as_3d(lm != 0, lay.axis)
         other = tuple(i for i in range(3) if i != lay.axis)
-        touched = v3.any(axis=other)[batch.indices]
+        touched = np.asarray(v3.any(axis=other))[batch.indices]
     elif lm.shape in ((len(batch), 1, lay.size, lay.size), (len(batch), lay.size, lay.size)):
         touched = (lm.reshape(len(batch), -1) != 0).any(axis=1)
     else:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import MASK_TAG, VOLUME_SUFFIXES, case_name
-from ..errors import AnomalyError, VolumeReadError
+from ..errors import AnomalyError
 from ..metrics import DatasetEvaluator, MetricsResult
 from ..metrics.report import FORMATS
 
@@ -172,19 +172,9 @@ def match_foreground(files: list[Path], cases: list[str], option: str) -> dict[s
 
 def read_array(path: Path) -> np.ndarray:
     """Voxels of a volume file in (z, y, x) order."""
-    try:
-        from ..io.read import read_volume  # type: ignore[import-not-found]
-    except ImportError:  # the io helper's reader has not landed: plain SimpleITK
-        read_volume = None
-    if read_volume is not None:
-        return np.asarray(read_volume(path).data)
-    import SimpleITK as sitk
+    from ..io.read import read_volume
 
-    try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise VolumeReadError(f"{path}: cannot read volume ({first})") from exc
+    return np.asarray(read_volume(path).data)
 
 
 def _same_shape(a: np.ndarray, pa: Path, b: np.ndarray, pb: Path, what: str) -> None:

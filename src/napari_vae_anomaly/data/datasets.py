@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AnomalyError
+from ..io.read import case_name  # one naming of cases for the whole package
 
 #: volume file endings, multi-part ones first so ".nii.gz" wins over ".gz"
 VOLUME_SUFFIXES: tuple[str, ...] = (
@@ -38,21 +39,6 @@ BRATS_MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 MASK_TAG = "_seg"
 LAYOUTS: tuple[str, ...] = ("auto", "brats", "generic", "csv")
 _MAX_LISTED = 10
-
-
-def _local_case_name(path: str | Path) -> str:
-    """File name without its volume extension (``a/b_t1.nii.gz`` -> ``b_t1``)."""
-    name = Path(path).name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-try:  # the io helper's version, once it exists, so the whole package names cases alike
-    from ..io.read import case_name
-except ImportError:  # pragma: no cover - depends on what has landed
-    case_name = _local_case_name
 
 
 def _volume_suffix(path: Path) -> str | None:
@@ -168,7 +154,7 @@ def read_cases_csv(path: str | Path, require_masks: bool = True) -> list[Case]:
         raise AnomalyError(f"{path}: the CSV is empty (expected image,mask columns)")
     header = [c.strip().lower() for c in rows[0]]
     if "image" in header:
-        col = {k: header.index(k) for k in ("image", "mask", "case") if k in header}
+        col: dict[str, int] = {k: header.index(k) for k in ("image", "mask", "case") if k in header}
         rows = rows[1:]
     else:
         col = {"image": 0, "mask": 1}

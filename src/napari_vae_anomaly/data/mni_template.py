@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class Template:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.t1.shape)  # type: ignore[return-value]
+        return tuple(self.t1.shape)
 
 
 def template_folder() -> Path | None:
@@ -106,10 +107,9 @@ def save_template_npz(path: str | Path) -> Path:
     nilearn (set ``NAPARI_VAE_ANOMALY_TEMPLATE`` to it there)."""
     arrays, origin, direction = _read_raw()
     path = Path(path)
-    np.savez_compressed(
-        path, **{k: np.round(v * 255).astype(np.uint8) for k, v in arrays.items()},
-        spacing=np.float64(1.0), origin=np.asarray(origin), direction=np.asarray(direction),
-    )
+    out: dict[str, Any] = {k: np.round(v * 255).astype(np.uint8) for k, v in arrays.items()}
+    out.update(spacing=np.float64(1.0), origin=np.asarray(origin), direction=np.asarray(direction))
+    np.savez_compressed(path, **out)
     return path
 
 

@@ -125,7 +125,7 @@ def _check_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"phantom shape must be 3-D (z, y, x) with each size >= 8, got {shape}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 # --------------------------------------------------------------------------- anatomy
@@ -280,7 +280,7 @@ def _paint_lesions(
         image[box] *= 1.0 + contrast * weight
         inside = (rl < 1.0) & brain[box] & (labels[box] == 0)  # earlier lesions keep theirs
         labels[box][inside] = i + 1
-        pending.append((i + 1, tuple(int(v) for v in centre), radius, contrast))
+        pending.append((i + 1, (int(centre[0]), int(centre[1]), int(centre[2])), radius, contrast))
 
     counts = np.bincount(labels.ravel(), minlength=n + 1)
     info = [

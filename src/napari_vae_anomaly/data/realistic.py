@@ -219,7 +219,7 @@ def make_subject(
         tumour_at = None if kind == "tumour" else tumour_at
         lab = (w >= 0.5) & brain & (labels == 0)
         labels[lab] = LABELS[kind]
-        info.append(RealisticLesion(kind, LABELS[kind], tuple(int(c) for c in centre),
+        info.append(RealisticLesion(kind, LABELS[kind], (int(centre[0]), int(centre[1]), int(centre[2])),
                                     round(float(radius_mm), 2), int(lab.sum())))
 
     sig = np.clip(img, 0, None) * bias

@@ -50,7 +50,7 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """
     removed: list[Path] = []
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return removed
     host = _host_tag()

@@ -52,7 +52,7 @@ class Geometry:
     @classmethod
     def identity(cls, ndim: int, spacing: float | tuple[float, ...] = 1.0) -> Geometry:
         """Unit (or given, ITK-ordered) spacing, zero origin, identity direction."""
-        sp = (float(spacing),) * ndim if np.isscalar(spacing) else tuple(spacing)
+        sp = tuple(spacing) if isinstance(spacing, tuple | list | np.ndarray) else (float(spacing),) * ndim
         return cls(sp, (0.0,) * ndim, tuple(np.eye(ndim).ravel()))
 
     @classmethod

@@ -43,7 +43,7 @@ class DiceCounts(NamedTuple):
         denom = self.n_pred + self.n_true
         return math.nan if denom == 0 else 2.0 * self.tp / denom
 
-    def __add__(self, other: object) -> DiceCounts:  # type: ignore[override]
+    def __add__(self, other: object) -> DiceCounts:
         if not isinstance(other, DiceCounts):
             return NotImplemented
         return DiceCounts(

@@ -28,7 +28,7 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +50,10 @@ from .card_schema import (
     preprocessing_from_card,
 )
 from .vae import VAE, VAEConfig
+
+if TYPE_CHECKING:  # imported where used at run time (the predictors import this module)
+    from ..predictors.normal_reference import NormalReference
+    from ..preprocessing import PreprocessConfig
 
 FORMAT_NAME = "napari-vae-anomaly.vae"
 FORMAT_VERSION = 1
@@ -74,13 +78,13 @@ class LoadedModel:
 
     model: VAE
     config: VAEConfig
-    preprocess: Any  # PreprocessConfig
+    preprocess: PreprocessConfig
     card: dict[str, Any]
     normal_images: np.ndarray | None = None  # (N,1,S,S) float32
     normal_masks: np.ndarray | None = None  # (N,1,S,S) bool
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    normal_reference: Any = None  # predictors.normal_reference.NormalReference, if stored
+    normal_reference: NormalReference | None = None  # stored with the checkpoint, if any
 
     @property
     def name(self) -> str:

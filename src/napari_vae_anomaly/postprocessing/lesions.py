@@ -98,8 +98,8 @@ def lesion_rows(
         maxes = np.full(n + 1, -np.inf)
         np.maximum.at(maxes, lab, s)
     coords = np.unravel_index(idx, labels.shape)
-    cents = np.stack([np.bincount(lab, weights=c, minlength=n + 1) for c in coords], axis=1)
-    cents = cents[present] / voxels[present, None]
+    sums = np.stack([np.bincount(lab, weights=c, minlength=n + 1) for c in coords], axis=1)
+    cents = sums[present] / voxels[present, None]
     geometry = geometry or Geometry.identity(labels.ndim)
     world = index_to_world(cents, geometry)
     vox_ml = voxel_volume_mm3(geometry.spacing) / 1000.0

@@ -22,7 +22,7 @@ normalized, so their thresholds are in raw score units.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,9 +33,12 @@ from .normal_reference import references_of
 from .pipeline import ENSEMBLE_KEY, predict_volume, slice_maps
 from .registry import PredictorOptions, check_names
 
+if TYPE_CHECKING:
+    from ..models.checkpoint import LoadedModel
+
 
 def reference_scores_from_checkpoint(
-    models: Sequence[Any],
+    models: Sequence[LoadedModel],
     names: Sequence[str],
     options: PredictorOptions | None = None,
     normalization: str = "zscore",
@@ -65,7 +68,7 @@ def reference_scores_from_checkpoint(
 
 def reference_scores_from_volumes(
     volumes: Sequence[Volume],
-    models: Sequence[Any],
+    models: Sequence[LoadedModel],
     names: Sequence[str],
     options: PredictorOptions | None = None,
     normalization: str = "zscore",
@@ -100,7 +103,7 @@ def thresholds_at_fraction(scores: dict[str, np.ndarray], fraction: float = 0.01
 
 
 def normal_thresholds(
-    models: Sequence[Any],
+    models: Sequence[LoadedModel],
     names: Sequence[str],
     options: PredictorOptions | None = None,
     normalization: str = "reference",
@@ -124,7 +127,7 @@ def normal_thresholds(
     return thresholds_at_fraction(scores, fraction), "normal reference slices"
 
 
-def reference_scores(models: Sequence[Any], names: Sequence[str],
+def reference_scores(models: Sequence[LoadedModel], names: Sequence[str],
                      options: PredictorOptions | None) -> dict[str, np.ndarray] | None:
     """Normal scores keyed like ``PredictionResult.all_maps()`` (raw maps, and the
     reference-normalized predictor ensemble), from one model's stored reference; None when

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .registry import PREDICTORS, PredictorOptions
+
+if TYPE_CHECKING:
+    from ..models.checkpoint import LoadedModel
 
 #: options that change a map's values (chunk and seed do not)
 OPTION_KEYS: tuple[str, ...] = (
@@ -81,7 +84,7 @@ class NormalReference:
                 "sample": int(self.scores.shape[1])}
 
     @classmethod
-    def from_card(cls, d: dict[str, Any], scores: np.ndarray) -> NormalReference:
+    def from_card(cls, d: Any, scores: np.ndarray) -> NormalReference:
         """Rebuild from a card entry and its tensor; ValueError names what is wrong."""
         if not isinstance(d, dict):
             raise ValueError("normal_reference must be an object")
@@ -101,6 +104,7 @@ class NormalReference:
                 raise ValueError(f"normal_reference {what} must give a finite number per map")
         if not isinstance(opts, dict):
             raise ValueError("normal_reference options must be an object")
+        assert isinstance(mean, dict) and isinstance(std, dict)  # checked above
         return cls(list(names), s, {k: opts.get(k) for k in OPTION_KEYS},
                    {k: float(v) for k, v in mean.items()}, {k: float(v) for k, v in std.items()},
                    int(d.get("volumes", 0) or 0), int(d.get("voxels", 0) or 0),
@@ -113,7 +117,7 @@ def _close(a: Any, b: Any) -> bool:
     return a == b
 
 
-def references_of(models: Sequence[Any], names: Sequence[str],
+def references_of(models: Sequence[LoadedModel], names: Sequence[str],
                   options: PredictorOptions | None) -> list[NormalReference] | None:
     """Every model's reference when all have one that applies, else None."""
     refs = [getattr(m, "normal_reference", None) for m in models]
@@ -122,7 +126,7 @@ def references_of(models: Sequence[Any], names: Sequence[str],
     return None
 
 
-def resolve_normalization(method: str, models: Sequence[Any], names: Sequence[str],
+def resolve_normalization(method: str, models: Sequence[LoadedModel], names: Sequence[str],
                           options: PredictorOptions | None) -> tuple[str, list[NormalReference] | None]:
     """``"reference"`` when asked for and every model has an applicable reference; else the
     per-volume ``"zscore"`` fallback (other methods pass through)."""

@@ -8,7 +8,7 @@ each other.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,10 +16,14 @@ from .normal_reference import REFERENCE_PREDICTORS, SAMPLE_SIZE, NormalReference
 from .pipeline import predict_volume, score_region
 from .registry import PredictorOptions
 
+if TYPE_CHECKING:
+    from ..io.volume import Volume
+    from ..models.checkpoint import LoadedModel
+
 
 def measure_normal_reference(
-    loaded: Any,
-    volumes: Sequence[Any],
+    loaded: LoadedModel,
+    volumes: Sequence[Volume],
     options: PredictorOptions | None = None,
     names: Sequence[str] = REFERENCE_PREDICTORS,
     sample: int = SAMPLE_SIZE,

@@ -102,7 +102,7 @@ class StudyConfig:
             time_budget=900.0, latent=256, normal_fraction=DEFAULT_NORMAL_FRACTION,
         )
         base.update(changes)
-        return cls(**base)  # type: ignore[arg-type]
+        return cls(**base)
 
     @classmethod
     def quick(cls, out: str | Path, **changes: Any) -> StudyConfig:

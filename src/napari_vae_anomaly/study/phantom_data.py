@@ -91,9 +91,15 @@ def _volumes_in(folder: Path) -> list[Path]:
     return files
 
 
+def _truth_of(case: Case) -> np.ndarray:
+    assert case.truth is not None  # a labelled case
+    return case.truth
+
+
 def _labelled(root: Path, config: StudyConfig) -> list[Case]:
     out = []
     for c in discover_cases(root, config.layout, config.modality, require_masks=True):
+        assert c.mask_path is not None  # require_masks
         v = _read(c.image_path)
         truth = (np.asarray(_read(c.mask_path).data) > 0).astype(np.uint8)
         if truth.shape != v.data.shape:
@@ -134,8 +140,8 @@ def folder_data(config: StudyConfig, log: Callable[[str], None] = print) -> Stud
     labelled = _labelled(config.train_dir, config)
     axis = int(config.extra.get("axis", 0))
     train = [c.volume for c in labelled]
-    masks = [c.truth for c in labelled]
-    reference = [Case(c.name, c.volume, None, _lesion_slices(c.truth, axis)) for c in labelled]
+    masks = [_truth_of(c) for c in labelled]
+    reference = [Case(c.name, c.volume, None, _lesion_slices(m, axis)) for c, m in zip(labelled, masks, strict=True)]
     notes.append("normal data = lesion-free slices of the labelled training volumes; the "
                  "thresholds come from slices the models were trained on (optimistic, low)")
     desc = (f"{len(train)} labelled training volumes from {config.train_dir} (lesion-free slices "

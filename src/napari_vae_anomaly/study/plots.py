@@ -35,8 +35,8 @@ def save_bar_chart(
     height = 0.8 / max(k, 1)
     y = np.arange(n)
     for j, (key, name) in enumerate(metrics):
-        vals = [r.get(key) for r in rows]
-        vals = [0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in vals]
+        raw = [r.get(key) for r in rows]
+        vals = [0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in raw]
         ax.barh(y + (j - (k - 1) / 2) * height, vals, height=height, label=name)
     ax.set_yticks(y, labels, fontsize=6)
     ax.invert_yaxis()

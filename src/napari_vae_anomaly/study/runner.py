@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,12 +38,15 @@ from .phantom_data import Case, StudyData, load_study_data
 from .report import write_outputs
 from .table import ALL, BASELINE, BASELINES, ENSEMBLE, OUTPUTS, TABLE_COLUMNS, Key
 
+if TYPE_CHECKING:
+    from ..models.checkpoint import LoadedModel
+
 
 @dataclass
 class Model:
     label: str
     beta: float
-    loaded: Any  # LoadedModel
+    loaded: LoadedModel
 
 
 @dataclass
@@ -228,7 +231,7 @@ class CaseMapper:
         by_label = {m.label: m.loaded for m in self.models}
         for key, members in groups.items():
             t0 = time.perf_counter()
-            refs = [getattr(by_label[k[0]], "normal_reference", None) for k in members]
+            refs: list[Any] = [getattr(by_label[k[0]], "normal_reference", None) for k in members]
             if all(r is not None and r.matches(self.options, [k[1]]) for r, k in zip(refs, members, strict=True)):
                 stats = [r.stats(k[1]) for r, k in zip(refs, members, strict=True)]
                 maps[key] = ensemble_maps([maps[k] for k in members], fg, "reference", stats)
@@ -307,6 +310,7 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyR
     for i, case in enumerate(data.test):
         t0 = time.perf_counter()
         maps, fg, sec = mapper(case)
+        assert case.truth is not None  # test cases are labelled
         for k in keys:
             evals[k].add(case.name, maps[k], case.truth, fg)
             secs[k].append(sec[k])

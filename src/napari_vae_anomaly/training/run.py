@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,8 @@ class TrainingRun:
                  resume: str | Path | None, overwrite: bool | None) -> None:
         self.t0 = time.perf_counter()
         self.ctx, self.inputs, self.stop = ctx, inputs, stop
-        self.out = Path(out if out is not None else config.out).expanduser() if (out or config.out) else None
+        target = out if out is not None else config.out
+        self.out = Path(target).expanduser() if target else None
         self.overwrite = config.overwrite if overwrite is None else overwrite
         _check_out(self.out, self.overwrite)
         self.device = ctx.device
@@ -201,7 +202,8 @@ class TrainingRun:
         if init_state is not None:
             core.load_state_dict(init_state)
         core.to(device)
-        self.core, self.net = core, core
+        self.core: VAE = core
+        self.net: torch.nn.Module = core
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -261,7 +263,7 @@ class TrainingRun:
         return card
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> Iterator[TrainProgress]:
+    def run(self) -> Generator[TrainProgress, None, TrainResult]:
         """Yield a progress item per batch, then the final one; return the result."""
         self.core.train()
         finished = False
@@ -271,7 +273,7 @@ class TrainingRun:
         yield self._final_progress(result)
         return result
 
-    def _epoch(self) -> Iterator[TrainProgress]:
+    def _epoch(self) -> Generator[TrainProgress, None, bool]:
         """One epoch of batches; returns True when the run ends with it."""
         self.epoch += 1
         self.run_epochs += 1

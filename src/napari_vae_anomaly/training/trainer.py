@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def train_iter(
     out: str | Path | None = None,
     resume: str | Path | None = None,
     overwrite: bool | None = None,
-) -> Iterator[TrainProgress]:
+) -> Generator[TrainProgress, None, TrainResult]:
     """Train, yielding :class:`TrainProgress` every batch; the last item has ``done`` and
     ``result`` set, and the generator also *returns* the :class:`TrainResult`.
 
