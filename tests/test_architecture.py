@@ -96,3 +96,29 @@ def test_core_does_not_reach_into_training_or_study():
             if area in ("training", "study") and home not in ("training", "study") and area not in allowed:
                 bad.append(f"{mod} -> {dep}")
     assert bad == []
+
+
+#: functions still over the limit, in modules being rewritten elsewhere (issue 10 item 1:
+#: ``predict`` becomes a call of the core detection); remove an entry once it is under 80
+LONG_PENDING = {"src/napari_vae_anomaly/cli/predict.py run"}
+
+
+def test_no_function_in_src_is_longer_than_80_lines():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "longest_functions.py"
+    spec = importlib.util.spec_from_file_location("longest_functions", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    found = mod.long_functions([script.parents[1] / "src"], 80)
+    over = [where for _, where in found if f"{where.split(':')[0]} {where.split(' ')[1]}" not in LONG_PENDING]
+    assert over == []
+    # the finder itself: nested functions named with their parent, a function exactly at the
+    # limit not reported, one line more reported
+    sample = script.parents[1] / "tests" / "_imports.py"
+    lengths = {name: n for name, _, n in mod.functions(sample)}
+    assert "cycles.visit" in lengths and lengths["cycles"] > lengths["cycles.visit"] > 5
+    n = lengths["module_files"]
+    names = lambda limit: [w.split(" ")[1] for _, w in mod.long_functions([sample], limit)]  # noqa: E731
+    assert "module_files" not in names(n) and "module_files" in names(n - 1)
