@@ -23,10 +23,11 @@ import numpy as np
 from napari_vae_anomaly.cli.main import main as cli
 from napari_vae_anomaly.data.realistic import lesion_subjects, normal_subjects
 from napari_vae_anomaly.io import read_volume, write_volume
-from napari_vae_anomaly.predictors.registry import DEFAULT_PREDICTORS
+from napari_vae_anomaly.predictors.registry import DEFAULT_PREDICTORS, PREDICTORS
 from napari_vae_anomaly.study.realistic_data import baseline_scores, pooled_scores
 
-SINGLE_MAPS = ("rec", "rec_grad", "kl_grad", "elbo_grad", "combi", "combi_add")
+#: every map but the costly projection, from the registry
+SINGLE_MAPS = tuple(n for n, info in PREDICTORS.items() if info.reference)
 
 
 def write_cohort(root: Path, n_normal: int, n_test: int, contrast: str) -> tuple[list, list, list]:

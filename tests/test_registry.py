@@ -187,3 +187,37 @@ def test_added_predictor_runs_through_predict_volume(toy_predictor):
     assert toy.shape == vol.shape and np.isfinite(toy).all()
     assert (toy[~res.foreground] == 0).all() and (toy[res.foreground] > 0).any()
     np.testing.assert_allclose(toy[res.foreground], 2 * rec[res.foreground], rtol=1e-5)
+
+
+def test_the_documented_example_is_all_a_predictor_needs(tmp_path, monkeypatch):
+    """docs/adding_a_predictor.md's module and registry entry, as written there, make a working
+    predictor: the module goes on the ``predictors`` package path, the entry into the table."""
+    import re
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    import napari_vae_anomaly.predictors as package
+    from napari_vae_anomaly.predictors.pipeline import predict_volume
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "adding_a_predictor.md").read_text("utf-8")
+    module_code, entry_code = (textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", doc, re.S))
+    (tmp_path / "rec_elbo.py").write_text(module_code, encoding="utf-8")
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "napari_vae_anomaly.predictors.rec_elbo", raising=False)
+    info = eval(entry_code.strip().rstrip(","), vars(registry))  # the entry exactly as documented
+    assert isinstance(info, PredictorInfo) and info.module == "rec_elbo"
+    monkeypatch.setitem(registry.PREDICTORS, info.name, info)
+
+    rng = np.random.default_rng(0)
+    data = np.zeros((5, 18, 18), np.float32)
+    data[:, 3:15, 3:15] = 500 + 50 * rng.standard_normal((5, 12, 12))
+    vol = Volume(data, Geometry.identity(3))
+    try:
+        res = predict_volume(vol, [untrained_loaded()], ["rec_elbo"], PredictorOptions(median=0, chunk=4))
+    finally:  # the documented module is imported from tmp_path: leave no trace of it
+        sys.modules.pop("napari_vae_anomaly.predictors.rec_elbo", None)
+        package.__dict__.pop("rec_elbo", None)
+    m = res.maps["rec_elbo"]
+    assert m.shape == vol.shape and np.isfinite(m).all() and (m >= 0).all()
+    assert (m[~res.foreground] == 0).all() and (m[res.foreground] > 0).any()

@@ -43,8 +43,10 @@ CONFIGURATIONS: dict[str, Any] = {
                 "type": "string",
                 "default": ",".join(DEFAULT_PREDICTORS),
                 "title": "Default predictors",
+                # no list of names here: napari.yaml copies this text, and a new predictor
+                # must not need a manifest edit (the names are in `predict --help`)
                 "description": "Comma-separated predictor names checked in the Detect widget "
-                               f"({', '.join(PREDICTORS)})",  # the registry's names, as in napari.yaml
+                               "(unknown names are ignored; all names: napari-vae-anomaly predict --help)",
             },
         },
     }
