@@ -85,7 +85,7 @@ def test_fixed_threshold_mask_is_map_above_it(cohort, tmp_path):
 
     out = tmp_path / "t"
     assert main(["predict", str(cohort.second), "--model", str(cohort.ckpt), "--predictor",
-                 "rec", "--threshold", "0.3", "--out-dir", str(out), "--no-progress"]) == 0
+                 "rec", "--threshold", "0.3", "--min-size", "0", "--out-dir", str(out), "--no-progress"]) == 0
     rec = read_volume(out / "case02_rec.nii.gz").data
     mask = read_volume(out / "case02_mask.nii.gz").data
     np.testing.assert_array_equal(mask, (rec > 0.3).astype(np.uint8))
