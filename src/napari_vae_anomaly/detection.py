@@ -30,7 +30,7 @@ from .predictors.registry import (
 if TYPE_CHECKING:
     from .io.volume import Volume
     from .postprocessing.lesions import Lesion
-    from .predictors.pipeline import PredictionResult, Progress
+    from .predictors.pipeline import PredictionResult, PreparedVolume, Progress
 
 ENSEMBLE_KEY = "ensemble"  # the same key as predictors.pipeline.ENSEMBLE_KEY
 MASK_FROM = ("ensemble", "first")
@@ -177,10 +177,12 @@ def detect_iter(
     settings: DetectionSettings,
     thresholds: Thresholds | None = None,
     should_stop: Callable[[], bool] | None = None,
+    prepared: PreparedVolume | None = None,
 ) -> Generator[Progress, None, DetectionResult]:
     """Detection on one volume; yields :class:`~.predictors.pipeline.Progress` events.
 
-    ``thresholds`` from :func:`calibrate` (computed here when None: pass them for a cohort).
+    ``thresholds`` from :func:`calibrate` (computed here when None: pass them for a cohort);
+    ``prepared``: the volume's ``prepare_volume``, when it was done ahead.
     Raises ``PredictionCancelled`` when ``should_stop()`` becomes true between chunks.
     """
     from .postprocessing.lesions import lesion_table
@@ -189,7 +191,7 @@ def detect_iter(
 
     prediction = yield from predict_volume_iter(volume, models, settings.names,
                                                 settings.predictor_options(),
-                                                settings.normalize, should_stop)
+                                                settings.normalize, should_stop, prepared)
     if thresholds is None:
         yield Progress(0, 1, "thresholds")
         thresholds = calibrate(models, settings, should_stop)
@@ -216,9 +218,11 @@ def detect(
     thresholds: Thresholds | None = None,
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    prepared: PreparedVolume | None = None,
 ) -> DetectionResult:
     """Callback form of :func:`detect_iter` (``progress`` sees every event)."""
     from .predictors.pipeline import drain
 
-    gen = detect_iter(volume, models, settings or DetectionSettings(), thresholds, should_stop)
+    gen = detect_iter(volume, models, settings or DetectionSettings(), thresholds, should_stop,
+                      prepared)
     return drain(gen, progress)

@@ -120,7 +120,8 @@ class Job:
     thresholds: Thresholds
 
 
-def prepare(args: argparse.Namespace, device: Any) -> tuple[Job, list[str]]:
+def prepare(args: argparse.Namespace, device: Any, quiet: bool = False
+            ) -> tuple[Job, list[str]]:
     """Check inputs, names and the output folder, load the models, calibrate the threshold:
     everything refused before any case is computed. Returns the job and the case names."""
     from ..detection import calibrate
@@ -140,55 +141,41 @@ def prepare(args: argparse.Namespace, device: Any) -> tuple[Job, list[str]]:
         raise AnomalyError(f"--threshold-fpr: {exc} (model {args.model[0]})") from None
     job = Job(args, settings, models, settings.keys(len(models)), thresholds)
     key = settings.mask_key(len(models))
-    print(f"mask from '{key}' at threshold {thresholds.values[key]:.6g} "
-          f"({thresholds.source})", file=sys.stderr)
+    if not quiet:
+        print(f"mask from '{key}' at threshold {thresholds.values[key]:.6g} "
+              f"({thresholds.source})", file=sys.stderr)
     return job, cases
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.devices import resolve_device
+    """Predict every input; under torchrun each rank takes its share of the cases."""
+    from ..training.distributed import any_rank, gather_objects, setup, shard
+    from .cohort import run_cohort, summary_line
 
-    job, cases = prepare(args, resolve_device(args.device))
-    return run_cases(job, list(zip(args.inputs, cases, strict=True)))
-
-
-def run_cases(job: Job, work: list[tuple[str, str]]) -> int:
-    """Predict every (input, case) pair; a failing case is reported and skipped."""
-    from tqdm import tqdm
-
-    args = job.args
-    failed: list[str] = []
-    kept: list[str] = []
-    bar = tqdm(work, desc="predict", unit="case", disable=args.no_progress, file=sys.stderr)
-    for src, case in bar:
+    ctx = setup(args.device)
+    try:
         try:
-            status = predict_case(job, src, case)
-        except AnomalyError as exc:
-            failed.append(str(src))
-            tqdm.write(f"predict: {src}: {exc}", file=sys.stderr)
-            continue
-        except Exception as exc:  # keep the cohort going; report the unexpected briefly
-            failed.append(str(src))
-            tqdm.write(f"predict: {src}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            continue
-        if status.startswith("kept"):
-            kept.append(str(src))
-            tqdm.write(f"predict: {src}: {status}", file=sys.stderr)
-        else:
-            bar.set_postfix_str(f"{case}: {status}")
-    n = len(work)
-    done = n - len(failed) - len(kept)
-    print(f"predict: {done} of {n} case(s) done, written to {args.out_dir}"
-          + (f"; {len(kept)} kept (outputs exist)" if kept else "")
-          + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+            job, cases = prepare(args, ctx.device, quiet=not ctx.is_main)
+            trouble = None
+        except (AnomalyError, OSError) as exc:
+            job, cases, trouble = None, [], exc
+        if any_rank(ctx, trouble is not None):  # every rank stops, none waits for the others
+            if trouble is not None:
+                raise trouble
+            raise AnomalyError("another rank could not start; see its message")
+        work = shard(list(zip(map(str, args.inputs), cases, strict=True)), ctx.rank,
+                     ctx.world_size)
+        tally = run_cohort(job, work, ctx, total=len(cases))
+        line, status = summary_line(gather_objects(ctx, tally), len(cases), args.out_dir)
+        if ctx.is_main:
+            print(line, file=sys.stderr)
+        return status
+    finally:
+        ctx.close()
 
 
-def predict_case(job: Job, src: str, case: str) -> str:
-    """Detect on one input and write its files; a few words on what happened."""
-    from tqdm import tqdm
-
-    from ..detection import detect
+def load_case(job: Job, src: str, case: str, emit: Any) -> tuple[Any, dict[str, Path], str]:
+    """Read one input (volume, output paths, ''), or say why it is kept as it is."""
     from ..io.read import read_volume
 
     args = job.args
@@ -197,23 +184,27 @@ def predict_case(job: Job, src: str, case: str) -> str:
         paths = dicom_paths(paths)
     existing = [p for p in paths.values() if p.exists()]
     if existing and not args.overwrite:  # a rerun: keep what is there, not a failure
-        return (f"kept, {existing[0].name} exists ({len(existing)} output(s) of this case; "
-                "--overwrite replaces them)")
+        return None, paths, (f"kept, {existing[0].name} exists ({len(existing)} output(s) of "
+                             "this case; --overwrite replaces them)")
     vol = read_volume(src, strict=args.strict)
     for note in volume_notes(vol, src):
-        tqdm.write(f"predict: warning: {note}", file=sys.stderr)
+        emit(f"predict: warning: {note}")
     if args.format == DICOM_SEG:  # refuse before the expensive part
         check_dicom_input(vol, paths["mask"].name)
-    res = detect(vol, job.models, job.settings, job.thresholds)
+    return vol, paths, ""
+
+
+def write_outputs(job: Job, paths: dict[str, Path], vol: Any, res: Any) -> None:
+    """Write one case's maps and mask, all or none."""
+    args = job.args
     if args.format == DICOM_SEG:
         about = {"models": ", ".join(m.name for m in job.models), "predictor": res.mask_key,
                  "threshold": f"{res.threshold:.6g}"}
         write_dicom_case(paths, res.maps, res.mask, vol, about, args.overwrite)
-    else:
-        outputs = {paths[k]: res.maps[k] for k in job.keys}
-        outputs[paths["mask"]] = res.mask
-        write_case(outputs, vol.geometry, overwrite=args.overwrite)
-    return f"{int(res.mask.sum())} voxels flagged"
+        return
+    outputs = {paths[k]: res.maps[k] for k in job.keys}
+    outputs[paths["mask"]] = res.mask
+    write_case(outputs, vol.geometry, overwrite=args.overwrite)
 
 
 # ------------------------------------------------------------------------------ DICOM output

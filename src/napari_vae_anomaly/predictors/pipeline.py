@@ -184,6 +184,31 @@ def volume_stage(score: np.ndarray, region: np.ndarray, median: int) -> np.ndarr
     return m.astype(np.float32, copy=False)
 
 
+@dataclass
+class PreparedVolume:
+    """A volume's foreground and every model's preprocessed slices (no model run yet)."""
+
+    flat: bool
+    foreground: np.ndarray  # 3-D (a 2-D input is one slice)
+    batches: list[Any]  # SliceBatch per model
+
+
+def prepare_volume(volume: Volume, models: Sequence[Any]) -> PreparedVolume:
+    """The CPU part before the model: foreground from the first model's preprocessing (shared
+    by all, so every map covers the same voxels) and each model's slices (none skipped)."""
+    from ..preprocessing import foreground_mask, preprocess_volume
+
+    if not models:
+        raise ValueError("no model given")
+    data = np.asarray(volume.data)
+    flat = data.ndim == 2
+    if flat:
+        data = data[None]
+    fg = foreground_mask(data, getattr(models[0].preprocess, "foreground", "auto"))
+    batches = [preprocess_volume(data, m.preprocess, mask=fg, training=False) for m in models]
+    return PreparedVolume(flat, fg, batches)
+
+
 def predict_volume(
     volume: Volume,
     models: Sequence[Any],
@@ -209,6 +234,7 @@ def predict_volume_iter(
     options: PredictorOptions | None = None,
     ensemble: str = "reference",
     should_stop: Callable[[], bool] | None = None,
+    prepared: PreparedVolume | None = None,
 ) -> Generator[Progress, None, PredictionResult]:
     """Anomaly maps of ``volume`` from one or more loaded checkpoints; yields a
     :class:`Progress` (slices over all models) after every chunk.
@@ -221,20 +247,17 @@ def predict_volume_iter(
     own) when a model has none for these options (``normalization`` says which was used).
     The foreground comes from the first model's preprocessing and is shared by all, so every
     map covers the same voxels. ``should_stop()`` is polled between chunks and raises
-    :class:`PredictionCancelled`.
+    :class:`PredictionCancelled`. ``prepared``: :func:`prepare_volume` done ahead (a cohort
+    preprocesses the next case in a reading thread while the model runs).
     """
-    from ..preprocessing import foreground_mask, from_slices, preprocess_volume
+    from ..preprocessing import from_slices
 
     names = check_names(list(names))
     if not models:
         raise ValueError("no model given")
     o = options or PredictorOptions()
-    data = np.asarray(volume.data)
-    flat = data.ndim == 2
-    if flat:
-        data = data[None]
-    fg = foreground_mask(data, getattr(models[0].preprocess, "foreground", "auto"))
-    batches = [preprocess_volume(data, m.preprocess, mask=fg, training=False) for m in models]
+    prep = prepared if prepared is not None else prepare_volume(volume, models)
+    flat, fg, batches = prep.flat, prep.foreground, prep.batches
     total = int(sum(len(b.images) for b in batches))
     done = 0
     yield Progress(0, total)
