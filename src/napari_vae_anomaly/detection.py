@@ -59,6 +59,10 @@ class DetectionSettings:
     energy_variant: str = option("--energy-variant", "energy map: |x0 - xT| (x0_xT) or "
                                  "|x0 - f(xT)| (x0_fxT)", _P.energy_variant,
                                  choices=list(ENERGY_VARIANTS))
+    energy_tol: float = option(
+        "--energy-tol", "early stop of the energy projection: a slice stops once a step lowers "
+        "its energy by less than this fraction of it (0 = off: every slice takes all T steps)",
+        0.0, metavar="TOL")
     sigma: float = option("--sigma", "Gaussian smoothing of gradient maps (0 = off)", _P.sigma)
     median: int = option("--median", "3-D median filter of K voxels a side on every map "
                          "(0 = off)", _P.median, metavar="K")
@@ -97,20 +101,24 @@ class DetectionSettings:
         if not 0 < self.normal_fraction < 1:
             raise ValueError(f"--threshold-fpr must be between 0 and 1, got "
                              f"{self.normal_fraction:g}")
-        if self.min_size < 0 or self.min_volume < 0 or self.mask_median < 0:
-            raise ValueError("--min-size, --min-volume and --mask-median must be >= 0")
+        if min(self.min_size, self.min_volume, self.mask_median, self.energy_tol) < 0:
+            raise ValueError("--min-size, --min-volume, --mask-median and --energy-tol must "
+                             "be >= 0")
         self.predictor_options()  # validates the predictor options now
 
     def predictor_options(self) -> PredictorOptions:
         """The predictor options these settings hold (other PredictorOptions fields default)."""
         shared = {f.name for f in fields(PredictorOptions)}
+        extra = {"energy_tol": self.energy_tol} if self.energy_tol > 0 else {}
         return PredictorOptions(**{f.name: getattr(self, f.name) for f in fields(self)
-                                   if f.name in shared})
+                                   if f.name in shared}, extra=extra)
 
     def with_options(self, options: PredictorOptions) -> DetectionSettings:
         """These settings with the predictor options taken from ``options``."""
         shared = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in options.to_dict().items() if k in shared})
+        changes = {k: v for k, v in options.to_dict().items() if k in shared}
+        changes["energy_tol"] = float(options.extra.get("energy_tol", 0.0) or 0.0)
+        return replace(self, **changes)
 
     def replace(self, **changes: Any) -> DetectionSettings:
         return replace(self, **changes)
