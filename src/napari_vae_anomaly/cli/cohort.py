@@ -3,7 +3,7 @@
 Why: case after case, reading + preprocessing, the model and writing never overlapped, so a
 cohort took the sum of all three. Here a reading thread loads and preprocesses the next cases
 and a writing thread writes the previous ones while the model runs on the current one (queues
-of ``PREFETCH`` cases bound the memory). Under ``torchrun`` every rank takes its own share of
+of ``PREFETCH`` read cases and ``WRITE_BEHIND`` computed ones bound the memory). Under ``torchrun`` every rank takes its own share of
 the cases (:func:`..training.distributed.shard`), rank 0 shows one bar over all ranks and
 prints the one summary, and every rank exits with the same status.
 
@@ -24,7 +24,8 @@ from typing import Any
 
 from ..errors import AnomalyError
 
-PREFETCH = 2  # cases waiting to be computed, and waiting to be written
+PREFETCH = 2  # cases read and preprocessed, waiting for the model (volumes: small)
+WRITE_BEHIND = 1  # computed cases waiting to be written (all their maps: large)
 _END = object()
 
 
@@ -62,8 +63,8 @@ def failure_text(src: Any, exc: BaseException) -> str:
 class Background:
     """One thread feeding or draining a bounded queue; remembers a fatal exception."""
 
-    def __init__(self, name: str, target: Callable[[Background], None]):
-        self.queue: queue.Queue = queue.Queue(maxsize=PREFETCH)
+    def __init__(self, name: str, target: Callable[[Background], None], size: int):
+        self.queue: queue.Queue = queue.Queue(maxsize=size)
         self.stop = threading.Event()
         self.fatal: BaseException | None = None
         self._target = target
@@ -159,8 +160,8 @@ def run_cohort(job: Any, work: list[tuple[str, str]], ctx: Any = None,
         tqdm.write(line, file=sys.stderr)
 
     counter = SharedCounter(ctx, "napari_vae_anomaly/predict/finished")
-    reader = Background("predict-read", read_ahead(job, work, emit))
-    writer = Background("predict-write", write_behind(job, tally, lock, emit))
+    reader = Background("predict-read", read_ahead(job, work, emit), PREFETCH)
+    writer = Background("predict-write", write_behind(job, tally, lock, emit), WRITE_BEHIND)
     t0 = time.perf_counter()
     reader.thread.start()
     writer.thread.start()

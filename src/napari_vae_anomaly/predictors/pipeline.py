@@ -110,30 +110,29 @@ def iter_slice_maps(
     """
     model = loaded.model if hasattr(loaded, "model") else loaded
     n, size, start = len(images), options.chunk, 0
-    parts: list[dict[str, np.ndarray]] = []
+    side = images.shape[-1]
+    # each map filled chunk by chunk in place (float32): no list of parts, no concatenated copy
+    out = {name: np.zeros((n, side, side), np.float32) for name in names}
     while start < n:
         if should_stop is not None and should_stop():
             raise PredictionCancelled("prediction cancelled")
         base, stop = start, min(n, start + size)
         sizes: list[int] = []
 
-        def one(sl: slice, base: int = base) -> dict[str, np.ndarray]:
+        def one(sl: slice, base: int = base) -> None:
             part = slice(base + sl.start, base + sl.stop)
             m = None if masks is None else masks[part]
-            return compute_maps(model, images[part], names, options, mask=m)
+            for name, arr in compute_maps(model, images[part], names, options, mask=m).items():
+                out[name][part] = arr
 
-        parts.extend(run_chunked(one, stop - base, size,
-                                 on_chunk=lambda sl, _r, got=sizes: got.append(sl.stop - sl.start)))
+        run_chunked(one, stop - base, size,
+                    on_chunk=lambda sl, _r, got=sizes: got.append(sl.stop - sl.start))
         size = max(sizes)  # smaller after an out-of-memory retry
         start = stop
         yield stop - base
     if should_stop is not None and should_stop():
         raise PredictionCancelled("prediction cancelled")
-    s = images.shape[-1]
-    return {
-        n: np.concatenate([p[n] for p in parts]) if parts else np.zeros((0, s, s), np.float32)
-        for n in names
-    }
+    return out
 
 
 def drain(gen: Generator[Any, None, T], on_item: Callable[[Any], None] | None = None) -> T:
