@@ -165,7 +165,7 @@ def device_of(x: torch.Tensor) -> torch.device:
     return x.device
 
 
-def main(argv: list[str] | None = None) -> str:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smaller volume (40x240x240), 8 naive slices, 16 batched energy slices")
@@ -187,18 +187,15 @@ def main(argv: list[str] | None = None) -> str:
                     help="the MNI sample subject with lesions instead of the phantom")
     ap.add_argument("--energy-only", action="store_true",
                     help="only the energy projection rows (batched, early stop, per slice)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    return ap.parse_args(argv)
 
+
+def volume_and_model(args: argparse.Namespace, device: torch.device):
+    """(volume-like, its shape, model, preprocessing) the benchmark runs on."""
     from napari_vae_anomaly.data.phantom import make_phantom
-    from napari_vae_anomaly.postprocessing.mask import make_mask
-    from napari_vae_anomaly.predictors.pipeline import predict_volume
-    from napari_vae_anomaly.preprocessing import PreprocessConfig, preprocess_volume
+    from napari_vae_anomaly.preprocessing import PreprocessConfig
 
     shape = (40, 240, 240) if args.quick else (155, 240, 240)
-    n_naive = args.naive_slices or (8 if args.quick else 24)
     phantom = make_phantom(seed=3, shape=shape)
     if args.mni:
         from napari_vae_anomaly._sample_data import MNI_LESION_KINDS, MNI_LESION_SEED
@@ -218,6 +215,21 @@ def main(argv: list[str] | None = None) -> str:
     else:
         model = VAE(VAEConfig(size=args.size)).to(device).eval()
         pre = PreprocessConfig(size=args.size)
+    return phantom, shape, model, pre
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    from napari_vae_anomaly.postprocessing.mask import make_mask
+    from napari_vae_anomaly.predictors.pipeline import predict_volume
+    from napari_vae_anomaly.preprocessing import preprocess_volume
+
+    n_naive = args.naive_slices or (8 if args.quick else 24)
+    phantom, shape, model, pre = volume_and_model(args, device)
     loaded = SimpleNamespace(model=model, preprocess=pre, name="bench", path=None)
     opts = PredictorOptions(chunk=args.chunk, energy_steps=args.energy_steps)
     batch = preprocess_volume(phantom.image, pre, training=False)
