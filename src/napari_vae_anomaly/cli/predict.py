@@ -8,8 +8,14 @@ the same files; ``--keep-parent`` adds the folder name) and the output folder fo
 writability. Outputs of a case are checked before it is computed, then written and verified
 in temporary files and moved into place together, so a case is written completely or not at
 all. Volume notes (DICOM series chosen, uneven slices, NaN replaced, channel used) are printed
-as warnings. A case that fails is reported
-on one line and skipped; the exit status is 1 when any case failed.
+as warnings. A case that fails is reported on one line and skipped; the exit status is 1
+when any case failed.
+
+Every detection option is a field of :class:`~..detection.DetectionSettings` (flag, help and
+default are generated from it, so the Detect widget and ``predict`` cannot drift apart), and
+every case goes through :func:`~..detection.detect`, as in the widget. Cases run through
+:mod:`.cohort` (reading ahead and writing behind the model; under ``torchrun``, sharded over
+ranks).
 
 ``--format dicom-seg`` (inputs read from DICOM; needs the ``dicom`` extra) writes the mask as a
 DICOM SEG ``<case>_mask.dcm`` and the maps as DICOM Parametric Maps ``<case>_<predictor>.dcm``,

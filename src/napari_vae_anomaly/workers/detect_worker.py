@@ -25,7 +25,6 @@ from ..detection import DetectionSettings
 from ..io import Geometry, Volume
 from ..predictors.pipeline import Progress as DetectProgress
 
-ENSEMBLES = ("none", "reference", "zscore", "rank")
 ENSEMBLE_MAP = "ensemble"
 
 __all__ = ["DetectOutcome", "DetectProgress", "DetectRequest", "detect_job"]
