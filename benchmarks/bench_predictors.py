@@ -131,7 +131,41 @@ def energy_per_slice(model: VAE, x: torch.Tensor, m: torch.Tensor, options: Pred
 
 
 # --------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> str:
+def energy_rows(args, model, x, msk, opts, row, n: int, n_naive: int) -> dict[str, float]:
+    """The projection batched, batched with early stop, and per slice; ratios to per slice."""
+    ne = min(n, n_naive)
+    nb = min(n, args.energy_slices or (16 if args.quick else n))
+    mid = slice((n - nb) // 2, (n - nb) // 2 + nb)
+    scale = f", timed on {nb} slices, x{n / nb:.1f}" if nb < n else f", {n} slices"
+    dt_eb, mem_eb = timed(lambda: energy_batched(model, x[mid], msk[mid], opts), device_of(x))
+    dt_eb *= n / nb
+    row(f"energy projection T={opts.energy_steps}, batched", dt_eb, mem_eb,
+        f"chunk {opts.chunk}" + scale)
+    early = opts.replace(extra={"energy_tol": args.energy_tol})
+    used: list[float] = []
+
+    def run_early() -> None:
+        with frozen(model):
+            for sl in (slice(i, min(nb, i + opts.chunk)) for i in range(0, nb, opts.chunk)):
+                used.extend(energy_projection(model, x[mid][sl], early, msk[mid][sl]).steps.tolist())
+
+    dt_ee, mem_ee = timed(run_early, device_of(x))
+    dt_ee *= n / nb
+    mean_steps = sum(used[-nb:]) / nb
+    row(f"same, early stop (tol {args.energy_tol:g})", dt_ee, mem_ee,
+        f"mean {mean_steps:.1f} of {opts.energy_steps} steps per slice" + scale)
+    dt_es, mem_es = timed(lambda: energy_per_slice(model, x[:ne], msk[:ne], opts), device_of(x))
+    dt_es_full = dt_es * n / ne
+    row(f"energy projection T={opts.energy_steps}, per slice", dt_es_full, mem_es,
+        f"timed on {ne} slices, x{n / ne:.1f}")
+    return {"energy projection": dt_es_full / dt_eb, "energy early stop": dt_es_full / dt_ee}
+
+
+def device_of(x: torch.Tensor) -> torch.device:
+    return x.device
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smaller volume (40x240x240), 8 naive slices, 16 batched energy slices")
@@ -144,22 +178,58 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--energy-slices", type=int, default=None,
                     help="slices projected in the batched energy run (default all; quick 16)")
     ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args(argv)
+    ap.add_argument("--energy-tol", type=float, default=1e-3,
+                    help="early-stop tolerance of the extra energy row (default 1e-3)")
+    ap.add_argument("--model", default=None,
+                    help="a trained checkpoint instead of random weights (its size and "
+                         "preprocessing), e.g. the bundled demo model")
+    ap.add_argument("--mni", action="store_true",
+                    help="the MNI sample subject with lesions instead of the phantom")
+    ap.add_argument("--energy-only", action="store_true",
+                    help="only the energy projection rows (batched, early stop, per slice)")
+    return ap.parse_args(argv)
+
+
+def volume_and_model(args: argparse.Namespace, device: torch.device):
+    """(volume-like, its shape, model, preprocessing) the benchmark runs on."""
+    from napari_vae_anomaly.data.phantom import make_phantom
+    from napari_vae_anomaly.preprocessing import PreprocessConfig
+
+    shape = (40, 240, 240) if args.quick else (155, 240, 240)
+    phantom = make_phantom(seed=3, shape=shape)
+    if args.mni:
+        from napari_vae_anomaly._sample_data import MNI_LESION_KINDS, MNI_LESION_SEED
+        from napari_vae_anomaly.data.realistic import make_subject
+
+        subject = make_subject(MNI_LESION_SEED, MNI_LESION_KINDS)
+        phantom = SimpleNamespace(image=subject.image, volume=subject.volume,
+                                  geometry=subject.volume.geometry)
+        shape = subject.image.shape
+    torch.manual_seed(0)
+    if args.model:
+        from napari_vae_anomaly.models.checkpoint import load_checkpoint
+
+        trained = load_checkpoint(args.model, device=device)
+        model, pre = trained.model.eval(), trained.preprocess
+        args.size = model.config.size
+    else:
+        model = VAE(VAEConfig(size=args.size)).to(device).eval()
+        pre = PreprocessConfig(size=args.size)
+    return phantom, shape, model, pre
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    from napari_vae_anomaly.data.phantom import make_phantom
     from napari_vae_anomaly.postprocessing.mask import make_mask
     from napari_vae_anomaly.predictors.pipeline import predict_volume
-    from napari_vae_anomaly.preprocessing import PreprocessConfig, preprocess_volume
+    from napari_vae_anomaly.preprocessing import preprocess_volume
 
-    shape = (40, 240, 240) if args.quick else (155, 240, 240)
     n_naive = args.naive_slices or (8 if args.quick else 24)
-    phantom = make_phantom(seed=3, shape=shape)
-    torch.manual_seed(0)
-    model = VAE(VAEConfig(size=args.size)).to(device).eval()
-    pre = PreprocessConfig(size=args.size)
+    phantom, shape, model, pre = volume_and_model(args, device)
     loaded = SimpleNamespace(model=model, preprocess=pre, name="bench", path=None)
     opts = PredictorOptions(chunk=args.chunk, energy_steps=args.energy_steps)
     batch = preprocess_volume(phantom.image, pre, training=False)
@@ -174,10 +244,14 @@ def main(argv: list[str] | None = None) -> str:
         print(f"{what}: {secs:.2f} s, {mib:.0f} MiB {note}", flush=True)
 
     # each predictor over the whole volume, pipeline included (energy: see the projection rows)
-    for name in [p for p, info in PREDICTORS.items() if info.reference]:
+    for name in [p for p, info in PREDICTORS.items() if info.reference and not args.energy_only]:
         dt, mem = timed(lambda name=name: predict_volume(phantom.volume, [loaded], [name], opts), device)
         row(f"predict_volume `{name}`", dt, mem, f"{n} slices, preprocessing included")
 
+    if args.energy_only:
+        ratios.update(energy_rows(args, model, x, msk, opts, row, n, n_naive))
+        return "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows) + "".join(
+            f"\n{k}: {v:.1f}x" for k, v in ratios.items())
     # all gradient predictors together vs naive
     dt_b, mem_b = timed(lambda: batched_gradient_maps(model, x, opts), device)
     row("all 6 rec/gradient maps, batched (1 fwd + 2 bwd per chunk)", dt_b, mem_b, f"{n} slices, chunk {opts.chunk}")
@@ -188,19 +262,7 @@ def main(argv: list[str] | None = None) -> str:
         f"timed on {n_naive} slices, x{n / n_naive:.1f}")
     ratios["gradient predictors"] = dt_n_full / dt_b
 
-    # energy projection batched vs per slice
-    ne = min(n, n_naive)
-    nb = min(n, args.energy_slices or (16 if args.quick else n))
-    mid = slice((n - nb) // 2, (n - nb) // 2 + nb)
-    dt_eb, mem_eb = timed(lambda: energy_batched(model, x[mid], msk[mid], opts), device)
-    dt_eb *= n / nb
-    row(f"energy projection T={opts.energy_steps}, batched", dt_eb, mem_eb,
-        f"chunk {opts.chunk}" + (f", timed on {nb} slices, x{n / nb:.1f}" if nb < n else f", {n} slices"))
-    dt_es, mem_es = timed(lambda: energy_per_slice(model, x[:ne], msk[:ne], opts), device)
-    dt_es_full = dt_es * n / ne
-    row(f"energy projection T={opts.energy_steps}, per slice", dt_es_full, mem_es,
-        f"timed on {ne} slices, x{n / ne:.1f}")
-    ratios["energy projection"] = dt_es_full / dt_eb
+    ratios.update(energy_rows(args, model, x, msk, opts, row, n, n_naive))
 
     # live threshold update
     score = predict_volume(phantom.volume, [loaded], ["rec"], opts).maps["rec"]
@@ -222,11 +284,13 @@ def main(argv: list[str] | None = None) -> str:
     head = (f"Volume {shape[0]}x{shape[1]}x{shape[2]}, VAE size {args.size} "
             f"(features {list(model.config.level_features())}, latent {model.config.latent}), "
             f"device {device}, torch threads {torch.get_num_threads()}.")
+    head += " Trained model: " + args.model if args.model else " Random weights."
     lines = [head, "", "| stage | time (s) | peak memory (MiB) | note |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     lines += ["", "| speed-up | measured | goal |", "|---|---|---|",
               f"| gradient predictors, batched vs naive | {ratios['gradient predictors']:.1f}x | >= 3x |",
               f"| energy projection, batched vs per slice | {ratios['energy projection']:.1f}x | >= 5x |",
+              f"| same, with early stop (tol {args.energy_tol:g}) | {ratios['energy early stop']:.1f}x | >= 5x |",
               f"| threshold update (make_mask) | {t_mask * 1000:.0f} ms | < 150 ms |"]
     text = "\n".join(lines)
     print("\n" + text)

@@ -1,5 +1,6 @@
 """`make benchmark`: the speed benchmarks (training throughput, predictors against naive
-references), in one process each, figures printed as the tables docs/benchmarks.md holds.
+references, a cohort through predict, peak memory of one volume), in one process each,
+figures printed as the tables docs/benchmarks.md holds.
 
 The quality benchmarks are separate, longer runs: ``napari-vae-anomaly benchmark --data mni``
 and ``benchmarks/realistic_check.py`` (docs/results.md).
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SPEED = ("bench_training.py", "bench_predictors.py")
+SPEED = ("bench_training.py", "bench_predictors.py", "bench_cohort.py", "bench_memory.py")
 
 
 def main() -> int:

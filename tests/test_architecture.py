@@ -17,6 +17,8 @@ CORE = [
     "napari_vae_anomaly.training.distributed",
     "napari_vae_anomaly.predictors.pipeline",
     "napari_vae_anomaly.predictors.calibration",
+    "napari_vae_anomaly.detection",
+    "napari_vae_anomaly.cli.cohort",
     "napari_vae_anomaly.postprocessing.mask",
     "napari_vae_anomaly.postprocessing.lesions",
     "napari_vae_anomaly.metrics",

@@ -85,7 +85,7 @@ def test_fixed_threshold_mask_is_map_above_it(cohort, tmp_path):
 
     out = tmp_path / "t"
     assert main(["predict", str(cohort.second), "--model", str(cohort.ckpt), "--predictor",
-                 "rec", "--threshold", "0.3", "--out-dir", str(out), "--no-progress"]) == 0
+                 "rec", "--threshold", "0.3", "--min-size", "0", "--out-dir", str(out), "--no-progress"]) == 0
     rec = read_volume(out / "case02_rec.nii.gz").data
     mask = read_volume(out / "case02_mask.nii.gz").data
     np.testing.assert_array_equal(mask, (rec > 0.3).astype(np.uint8))
@@ -105,3 +105,28 @@ def test_missing_input_is_one_line_exit_2_and_no_output_folder(cohort, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and not out.exists()
     assert len(err) == 1 and "nope.nii.gz does not exist" in err[0] and "nothing was written" in err[0]
+
+
+def test_a_case_that_fails_to_write_does_not_stop_the_next(cohort, tmp_path, capsys,
+                                                            monkeypatch):
+    """Writing runs in a background thread: its failure is still one line for that case."""
+    from napari_vae_anomaly.cli import predict as predict_mod
+    from napari_vae_anomaly.errors import VolumeWriteError
+
+    real = predict_mod.write_case
+
+    def first_fails(outputs, geometry, overwrite):
+        if any(p.name.startswith("case01_") for p in outputs):
+            raise VolumeWriteError("case01_rec.nii.gz: no space left on the device")
+        return real(outputs, geometry, overwrite)
+
+    monkeypatch.setattr(predict_mod, "write_case", first_fails)
+    out = tmp_path / "out"
+    assert main(["predict", str(cohort.first), str(cohort.second), "--model", str(cohort.ckpt),
+                 "--predictor", "rec", "--threshold", "0.3", "--out-dir", str(out),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert [ln for ln in err if "no space left" in ln] == [
+        f"predict: {cohort.first}: case01_rec.nii.gz: no space left on the device"]
+    assert err[-1] == f"predict: 1 of 2 case(s) done, written to {out}; failed: {cohort.first}"
+    assert sorted(p.name for p in out.iterdir()) == ["case02_mask.nii.gz", "case02_rec.nii.gz"]

@@ -138,3 +138,24 @@ def test_plain_update_oscillates_without_the_safeguards():
     fixed = energy_projection(model, x, o.replace(energy_steps=20), mask=m)
     assert _auroc(fixed.map.numpy()[fg], lesion[fg]) > a3 - 0.03
     assert torch.all(fixed.alpha <= 0.5) and torch.all(fixed.alpha > 0)
+
+
+def test_early_stop_ends_slices_whose_energy_no_longer_falls():
+    from napari_vae_anomaly.predictors.energy import energy_projection
+
+    model, x = tiny_vae(), random_batch(6)
+    mask = (x > -0.5).float()
+    o = PredictorOptions(energy_steps=15, energy_alpha=0.5)
+    full = energy_projection(model, x, o, mask)
+    assert full.steps.tolist() == [15] * 6  # off by default: every slice, every step
+    early = energy_projection(model, x, o.replace(extra={"energy_tol": 1e-3}), mask)
+    assert early.steps.max() < 15 and early.steps.min() >= 1
+    t = int(early.steps.max())
+    assert early.trace.shape == (t + 1, 6)  # the run ends when every slice has stopped
+    # a slice follows the full run until it stops, then keeps its energy
+    for i, n in enumerate(early.steps.tolist()):
+        assert torch.allclose(early.trace[: n + 1, i], full.trace[: n + 1, i], rtol=1e-4)
+        assert torch.allclose(early.trace[n:, i], full.trace[n, i].expand(t + 1 - n))
+        # it stopped because its last step lowered the energy by less than 0.1 %
+        fell = full.trace[n - 1, i] - full.trace[n, i]
+        assert 0 <= fell < 1e-3 * full.trace[n, i].abs() * 1.01

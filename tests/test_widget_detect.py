@@ -100,6 +100,8 @@ def setup(make_napari_viewer, qtbot, tiny_checkpoint, lesion_scan, oblique_geome
     assert widget.add_model_path(tiny_checkpoint) is not None
     widget.set_predictors(["rec", "kl_grad"])
     widget.min_size.setValue(0)
+    # the mask follows the first map (the default, as in predict, is the ensemble)
+    widget.ensemble_combo.setCurrentIndex(widget.ensemble_combo.findData("none"))
     return viewer, widget, layer
 
 

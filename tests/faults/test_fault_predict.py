@@ -32,6 +32,7 @@ def no_compute(monkeypatch):
         raise AssertionError("a case was computed")
 
     monkeypatch.setattr(pipeline, "predict_volume", refuse)
+    monkeypatch.setattr(pipeline, "predict_volume_iter", refuse)
 
 
 def test_same_file_name_in_two_folders_is_refused_up_front(setup, capsys, no_compute):

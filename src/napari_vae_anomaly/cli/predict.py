@@ -8,8 +8,14 @@ the same files; ``--keep-parent`` adds the folder name) and the output folder fo
 writability. Outputs of a case are checked before it is computed, then written and verified
 in temporary files and moved into place together, so a case is written completely or not at
 all. Volume notes (DICOM series chosen, uneven slices, NaN replaced, channel used) are printed
-as warnings. A case that fails is reported
-on one line and skipped; the exit status is 1 when any case failed.
+as warnings. A case that fails is reported on one line and skipped; the exit status is 1
+when any case failed.
+
+Every detection option is a field of :class:`~..detection.DetectionSettings` (flag, help and
+default are generated from it, so the Detect widget and ``predict`` cannot drift apart), and
+every case goes through :func:`~..detection.detect`, as in the widget. Cases run through
+:mod:`.cohort` (reading ahead and writing behind the model; under ``torchrun``, sharded over
+ranks).
 
 ``--format dicom-seg`` (inputs read from DICOM; needs the ``dicom`` extra) writes the mask as a
 DICOM SEG ``<case>_mask.dcm`` and the maps as DICOM Parametric Maps ``<case>_<predictor>.dcm``,
@@ -20,16 +26,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..detection import DetectionSettings, Thresholds
 from ..errors import AnomalyError
-from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
-from ..predictors.ensemble import NORMALIZATIONS
-from ..predictors.registry import DEFAULT_PREDICTORS, PREDICTORS, PredictorOptions, describe
+from ..predictors.registry import PREDICTORS, describe
 from .outputs import check_writable_folder, unique_case_names, volume_notes, write_case
 
-_D = PredictorOptions()
 DICOM_SEG = "dicom-seg"
 
 
@@ -46,39 +51,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="scans (NIfTI, NRRD, MHA, DICOM ...)")
     p.add_argument("--model", action="append", required=True, metavar="MODEL",
                    help="checkpoint (.safetensors); repeat for a model ensemble")
-    p.add_argument("--predictor", action="append", choices=list(PREDICTORS), metavar="NAME",
-                   help=f"map to compute; repeat for several (default: {'+'.join(DEFAULT_PREDICTORS)}, "
-                        "their ensemble makes the mask); "
-                        f"one of {', '.join(PREDICTORS)}")
-    p.add_argument("--energy-steps", type=int, default=None, metavar="T",
-                   help=f"steps of the energy projection (default {_D.energy_steps})")
-    p.add_argument("--energy-alpha", type=float, default=None, metavar="A",
-                   help=f"step size of the energy projection (default {_D.energy_alpha:g})")
-    p.add_argument("--energy-lambda", type=float, default=None, metavar="L",
-                   help=f"weight of the L1 distance to the input in the energy (default {_D.energy_lambda:g})")
-    p.add_argument("--sigma", type=float, default=None,
-                   help=f"Gaussian smoothing of gradient maps (default {_D.sigma:g}, 0 = off)")
-    p.add_argument("--median", type=int, default=None, metavar="K",
-                   help=f"3-D median filter of K voxels a side on every map (default {_D.median}, 0 = off)")
-    p.add_argument("--erode", type=int, default=None, metavar="N",
-                   help=f"keep maps inside the brain mask eroded by N voxels (default {_D.erode}, 0 = off)")
-    p.add_argument("--normalize", choices=NORMALIZATIONS, default="reference",
-                   help="normalization of ensemble members: reference (normal statistics stored "
-                        "in the checkpoint; per-volume zscore for checkpoints without them), "
-                        "zscore or rank of each volume (default reference)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=float, default=None, metavar="VALUE",
-                   help="fixed threshold on the mask's map")
-    g.add_argument("--threshold-fpr", type=float, default=None, metavar="F",
-                   help="threshold exceeded by a fraction F of normal voxels: the checkpoint's "
-                        "held-out normal volumes (its reference slices for older checkpoints) "
-                        f"(default {DEFAULT_NORMAL_FRACTION:g})")
-    p.add_argument("--min-size", type=int, default=0, metavar="N",
-                   help="remove mask components smaller than N voxels")
-    p.add_argument("--min-volume", type=float, default=0.0, metavar="MM3",
-                   help="remove mask components smaller than MM3 cubic millimetres")
-    p.add_argument("--fill-holes", action="store_true", help="fill holes in the mask")
-    p.add_argument("--chunk", type=int, default=32, help="slices per batch (default 32)")
+    add_settings_arguments(p)
     p.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
                    help="output folder (default: current folder)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -97,17 +70,44 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def options_from_args(args: argparse.Namespace) -> PredictorOptions:
-    o = PredictorOptions(chunk=max(1, args.chunk))
-    changes = {
-        "energy_steps": args.energy_steps, "energy_alpha": args.energy_alpha,
-        "energy_lambda": args.energy_lambda, "sigma": args.sigma,
-        "median": args.median, "erode": args.erode,
-    }
+def _shown(value: Any) -> str:
+    return "+".join(value) if isinstance(value, tuple) else f"{value:g}" if isinstance(
+        value, float) else str(value)
+
+
+def add_settings_arguments(parser: Any) -> None:
+    """One option per :class:`DetectionSettings` field: flag, help and default from the field
+    (so ``predict --help`` cannot drift from the widget and the core)."""
+    groups: dict[str, Any] = {}
+    for f in fields(DetectionSettings):
+        meta = dict(f.metadata)
+        flag, text, group = meta.pop("flag"), meta.pop("help"), meta.pop("group", None)
+        if group is not None and group not in groups:
+            groups[group] = parser.add_mutually_exclusive_group()
+        target = parser if group is None else groups[group]
+        if f.default is not None and not isinstance(f.default, bool):
+            text += f" (default {_shown(f.default)})"
+        if isinstance(f.default, bool):
+            if f.default:
+                raise TypeError(f"{f.name}: a flag must default to off")
+            target.add_argument(flag, dest=f.name, action="store_true", help=text)
+        elif meta.get("action") == "append":
+            target.add_argument(flag, dest=f.name, default=None, help=text, **meta)
+        else:
+            kind = float if f.default is None else type(f.default)
+            target.add_argument(flag, dest=f.name, type=kind, default=f.default, help=text,
+                                **meta)
+
+
+def settings_from_args(args: argparse.Namespace) -> DetectionSettings:
+    """The settings the command line asked for (unset options keep the settings' default)."""
+    given = {f.name: getattr(args, f.name) for f in fields(DetectionSettings)}
+    if given["predictors"] is None:
+        del given["predictors"]
     try:
-        return o.replace(**{k: v for k, v in changes.items() if v is not None})
+        return DetectionSettings(**given)
     except ValueError as exc:
-        raise AnomalyError(f"invalid predictor option: {exc}") from None
+        raise AnomalyError(f"invalid option: {exc}") from None
 
 
 def output_paths(case: str, out_dir: Path, keys: list[str]) -> dict[str, Path]:
@@ -115,97 +115,102 @@ def output_paths(case: str, out_dir: Path, keys: list[str]) -> dict[str, Path]:
     return {k: out_dir / f"{case}_{k}.nii.gz" for k in [*keys, "mask"]}
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+@dataclass
+class Job:
+    """What every case of one ``predict`` run shares."""
 
-    from ..devices import resolve_device
-    from ..io.read import read_volume
+    args: argparse.Namespace
+    settings: DetectionSettings
+    models: list[Any]
+    keys: list[str]
+    thresholds: Thresholds
+
+
+def prepare(args: argparse.Namespace, device: Any, quiet: bool = False
+            ) -> tuple[Job, list[str]]:
+    """Check inputs, names and the output folder, load the models, calibrate the threshold:
+    everything refused before any case is computed. Returns the job and the case names."""
+    from ..detection import calibrate
     from ..models.checkpoint import load_checkpoint
-    from ..postprocessing.mask import MaskOptions, postprocess
-    from ..predictors.calibration import normal_thresholds
-    from ..predictors.pipeline import ENSEMBLE_KEY, predict_volume
 
-    names = list(dict.fromkeys(args.predictor or DEFAULT_PREDICTORS))
-    options = options_from_args(args)
+    settings = settings_from_args(args)
     missing = [str(p) for p in args.inputs if not Path(p).exists()]
     if missing:  # before any folder is made or anything computed (issue 12)
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise AnomalyError(f"input {missing[0]} does not exist{more}; nothing was written")
     cases = unique_case_names(args.inputs, args.keep_parent)  # before any computation
-    device = resolve_device(args.device)
     models = [load_checkpoint(m, device=device) for m in args.model]
-    out_dir: Path = args.out_dir
-    check_writable_folder(out_dir)  # before the calibration and the cases are computed
-    keys = list(names)
-    if len(names) * len(models) > 1:
-        keys.append(ENSEMBLE_KEY)
-    mask_key = ENSEMBLE_KEY if ENSEMBLE_KEY in keys else names[0]
-    if args.min_size < 0 or args.min_volume < 0:
-        raise AnomalyError("--min-size and --min-volume must be >= 0")
+    check_writable_folder(args.out_dir)  # before the calibration and the cases are computed
+    try:
+        thresholds = calibrate(models, settings)
+    except ValueError as exc:
+        raise AnomalyError(f"--threshold-fpr: {exc} (model {args.model[0]})") from None
+    job = Job(args, settings, models, settings.keys(len(models)), thresholds)
+    key = settings.mask_key(len(models))
+    if not quiet:
+        print(f"mask from '{key}' at threshold {thresholds.values[key]:.6g} "
+              f"({thresholds.source})", file=sys.stderr)
+    return job, cases
 
-    if args.threshold is not None:
-        threshold = float(args.threshold)
-        how = "fixed"
-    else:
-        fpr = DEFAULT_NORMAL_FRACTION if args.threshold_fpr is None else args.threshold_fpr
-        if not 0 < fpr < 1:
-            raise AnomalyError(f"--threshold-fpr must be between 0 and 1, got {fpr}")
-        try:
-            found, source = normal_thresholds(models, names, options, args.normalize, fpr)
-        except ValueError as exc:
-            raise AnomalyError(f"--threshold-fpr: {exc} (model {args.model[0]})") from None
-        threshold = found[mask_key]
-        how = f"{fpr:g} of normal voxels above it, from the {source}"
-    print(f"mask from '{mask_key}' at threshold {threshold:.6g} ({how})", file=sys.stderr)
-    mask_opts = MaskOptions(min_voxels=args.min_size,
-                            min_mm3=args.min_volume, fill_holes=args.fill_holes)
 
-    failed: list[str] = []
-    kept: list[str] = []
-    bar = tqdm(args.inputs, desc="predict", unit="case", disable=args.no_progress, file=sys.stderr)
-    for src, case in zip(bar, cases, strict=True):
+def run(args: argparse.Namespace) -> int:
+    """Predict every input; under torchrun each rank takes its share of the cases."""
+    from ..training.distributed import any_rank, gather_objects, setup, shard
+    from .cohort import run_cohort, summary_line
+
+    ctx = setup(args.device)
+    try:
         try:
-            paths = output_paths(case, out_dir, keys)
-            if args.format == DICOM_SEG:
-                paths = dicom_paths(paths)
-            existing = [p for p in paths.values() if p.exists()]
-            if existing and not args.overwrite:  # a rerun: keep what is there, not a failure
-                kept.append(str(src))
-                tqdm.write(f"predict: {src}: kept, {existing[0].name} exists "
-                           f"({len(existing)} output(s) of this case; --overwrite replaces them)",
-                           file=sys.stderr)
-                continue
-            vol = read_volume(src, strict=args.strict)
-            for note in volume_notes(vol, src):
-                tqdm.write(f"predict: warning: {note}", file=sys.stderr)
-            if args.format == DICOM_SEG:  # refuse before the expensive part
-                check_dicom_input(vol, paths["mask"].name)
-            res = predict_volume(vol, models, names, options, ensemble=args.normalize)
-            maps = res.all_maps()
-            spacing = vol.geometry.spacing
-            mask = postprocess(maps[mask_key], threshold, mask_opts, res.foreground, spacing)
-            if args.format == DICOM_SEG:
-                about = {"models": ", ".join(m.name for m in models), "predictor": mask_key,
-                         "threshold": f"{threshold:.6g}"}
-                write_dicom_case(paths, maps, mask, vol, about, args.overwrite)
-                bar.set_postfix_str(f"{case}: {int(mask.sum())} voxels flagged")
-                continue
-            outputs = {paths[k]: maps[k] for k in keys}
-            outputs[paths["mask"]] = mask
-            write_case(outputs, vol.geometry, overwrite=args.overwrite)
-            bar.set_postfix_str(f"{case}: {int(mask.sum())} voxels flagged")
-        except AnomalyError as exc:
-            failed.append(str(src))
-            tqdm.write(f"predict: {src}: {exc}", file=sys.stderr)
-        except Exception as exc:  # keep the cohort going; report the unexpected briefly
-            failed.append(str(src))
-            tqdm.write(f"predict: {src}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    n = len(args.inputs)
-    done = n - len(failed) - len(kept)
-    print(f"predict: {done} of {n} case(s) done, written to {out_dir}"
-          + (f"; {len(kept)} kept (outputs exist)" if kept else "")
-          + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+            job, cases = prepare(args, ctx.device, quiet=not ctx.is_main)
+            trouble = None
+        except (AnomalyError, OSError) as exc:
+            job, cases, trouble = None, [], exc
+        if any_rank(ctx, trouble is not None):  # every rank stops, none waits for the others
+            if trouble is not None:
+                raise trouble
+            raise AnomalyError("another rank could not start; see its message")
+        work = shard(list(zip(map(str, args.inputs), cases, strict=True)), ctx.rank,
+                     ctx.world_size)
+        tally = run_cohort(job, work, ctx, total=len(cases))
+        line, status = summary_line(gather_objects(ctx, tally), len(cases), args.out_dir)
+        if ctx.is_main:
+            print(line, file=sys.stderr)
+        return status
+    finally:
+        ctx.close()
+
+
+def load_case(job: Job, src: str, case: str, emit: Any) -> tuple[Any, dict[str, Path], str]:
+    """Read one input (volume, output paths, ''), or say why it is kept as it is."""
+    from ..io.read import read_volume
+
+    args = job.args
+    paths = output_paths(case, args.out_dir, job.keys)
+    if args.format == DICOM_SEG:
+        paths = dicom_paths(paths)
+    existing = [p for p in paths.values() if p.exists()]
+    if existing and not args.overwrite:  # a rerun: keep what is there, not a failure
+        return None, paths, (f"kept, {existing[0].name} exists ({len(existing)} output(s) of "
+                             "this case; --overwrite replaces them)")
+    vol = read_volume(src, strict=args.strict)
+    for note in volume_notes(vol, src):
+        emit(f"predict: warning: {note}")
+    if args.format == DICOM_SEG:  # refuse before the expensive part
+        check_dicom_input(vol, paths["mask"].name)
+    return vol, paths, ""
+
+
+def write_outputs(job: Job, paths: dict[str, Path], vol: Any, res: Any) -> None:
+    """Write one case's maps and mask, all or none."""
+    args = job.args
+    if args.format == DICOM_SEG:
+        about = {"models": ", ".join(m.name for m in job.models), "predictor": res.mask_key,
+                 "threshold": f"{res.threshold:.6g}"}
+        write_dicom_case(paths, res.maps, res.mask, vol, about, args.overwrite)
+        return
+    outputs = {paths[k]: res.maps[k] for k in job.keys}
+    outputs[paths["mask"]] = res.mask
+    write_case(outputs, vol.geometry, overwrite=args.overwrite)
 
 
 # ------------------------------------------------------------------------------ DICOM output

@@ -22,6 +22,11 @@ Each step still costs one forward + backward pass (a rejected step is re-tried a
 
 The anomaly map is how far each pixel moved, |x_0 - x_T|, or |x_0 - f(x_T)|. Steps are also
 clamped to each slice's input intensity range. Pixels outside ``mask`` (background) stay fixed.
+
+Early stop (``options.extra["energy_tol"]`` > 0, off by default so default maps are unchanged):
+a slice stops once an accepted step lowered its energy by less than ``tol`` times the energy
+(its energy no longer falls); later passes run on the slices still moving only, and the run
+ends when none is. ``EnergyResult.steps`` says how many steps each slice took.
 """
 
 from __future__ import annotations
@@ -41,13 +46,23 @@ if TYPE_CHECKING:
 @dataclass
 class EnergyResult:
     """``map`` (N, S, S); ``x_T`` and ``f_x_T`` (N, C, S, S); ``trace`` (T + 1, N) energies
-    (non-increasing); ``alpha`` (N,) the step size each image ended with."""
+    (non-increasing; shorter after an early stop of every slice); ``alpha`` (N,) the step size
+    each image ended with."""
 
     map: torch.Tensor
     x_T: torch.Tensor
     f_x_T: torch.Tensor
     trace: torch.Tensor
     alpha: torch.Tensor | None = None
+    steps: torch.Tensor | None = None  # (N,) steps each slice took (early stop)
+
+
+def energy_tolerance(options: PredictorOptions) -> float:
+    """The early-stop tolerance (relative energy decrease; 0 = run every step)."""
+    tol = float(options.extra.get("energy_tol", 0.0) or 0.0)
+    if tol < 0:
+        raise ValueError(f"energy_tol must be >= 0, got {tol}")
+    return tol
 
 
 def _energy(model: VAE, xt: torch.Tensor, x0: torch.Tensor, lam: float):
@@ -68,6 +83,31 @@ def _energy_and_grad(model: VAE, xt: torch.Tensor, x0: torch.Tensor, lam: float)
     return e.detach(), x_hat.detach(), g
 
 
+def _step(model: VAE, state: dict[str, torch.Tensor], lam: float, shape: tuple[int, ...],
+          backtrack: bool, bound: bool) -> torch.Tensor:
+    """One projection step of every image in ``state`` (updated in place); returns the
+    energy decrease of each image (0 for a rejected step)."""
+    xt, x_hat, g, e, alpha = (state[k] for k in ("xt", "x_hat", "g", "e", "alpha"))
+    with torch.no_grad():
+        r = xt - x_hat
+        step = alpha.view(shape) * g * r.pow(2)
+        if bound:
+            step = torch.maximum(torch.minimum(step, r.abs()), -r.abs())
+        if state.get("keep") is not None:
+            step = step * state["keep"]
+        cand = torch.minimum(torch.maximum(xt - step, state["lo"]), state["hi"])
+    e_c, x_hat_c, g_c = _energy_and_grad(model, cand, state["x0"], lam)
+    if not backtrack:
+        state.update(xt=cand, x_hat=x_hat_c, g=g_c, e=e_c)
+        return e - e_c
+    ok = e_c <= e
+    okv = ok.view(shape)
+    state.update(xt=torch.where(okv, cand, xt), x_hat=torch.where(okv, x_hat_c, x_hat),
+                 g=torch.where(okv, g_c, g), e=torch.where(ok, e_c, e),
+                 alpha=torch.where(ok, alpha, alpha / 2))
+    return torch.where(ok, e - e_c, torch.zeros_like(e))
+
+
 def energy_projection(
     model: VAE,
     x: torch.Tensor,
@@ -83,40 +123,43 @@ def energy_projection(
     update of the paper (which oscillates for a large α); keep them on otherwise.
     """
     o = options or PredictorOptions()
+    tol = energy_tolerance(o)
     x0 = x.detach()
     shape = (-1, *([1] * (x0.dim() - 1)))
-    lo = x0.flatten(1).min(dim=1).values.view(shape)
-    hi = x0.flatten(1).max(dim=1).values.view(shape)
-    keep = None if mask is None else mask.to(dtype=x0.dtype, device=x0.device)
-    alpha = torch.full((x0.shape[0],), float(o.energy_alpha), dtype=x0.dtype, device=x0.device)
-    xt = x0.clone()
-    e, x_hat, g = _energy_and_grad(model, xt, x0, o.energy_lambda)
-    trace = [e]
+    st: dict[str, torch.Tensor] = {
+        "x0": x0, "xt": x0.clone(),
+        "lo": x0.flatten(1).min(dim=1).values.view(shape),
+        "hi": x0.flatten(1).max(dim=1).values.view(shape),
+        "alpha": torch.full((x0.shape[0],), float(o.energy_alpha), dtype=x0.dtype,
+                            device=x0.device),
+    }
+    if mask is not None:
+        st["keep"] = mask.to(dtype=x0.dtype, device=x0.device)
+    st["e"], st["x_hat"], st["g"] = _energy_and_grad(model, st["xt"], x0, o.energy_lambda)
+    trace = [st["e"]]
+    steps = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+    active = torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device)
     for _ in range(o.energy_steps):
-        with torch.no_grad():
-            r = xt - x_hat
-            step = alpha.view(shape) * g * r.pow(2)
-            if bound:
-                step = torch.maximum(torch.minimum(step, r.abs()), -r.abs())
-            if keep is not None:
-                step = step * keep
-            cand = torch.minimum(torch.maximum(xt - step, lo), hi)
-        e_c, x_hat_c, g_c = _energy_and_grad(model, cand, x0, o.energy_lambda)
-        if backtrack:
-            ok = e_c <= e
-            okv = ok.view(shape)
-            xt = torch.where(okv, cand, xt)
-            x_hat = torch.where(okv, x_hat_c, x_hat)
-            g = torch.where(okv, g_c, g)
-            e = torch.where(ok, e_c, e)
-            alpha = torch.where(ok, alpha, alpha / 2)
+        if tol <= 0:  # every image, every step (the default: maps as before)
+            _step(model, st, o.energy_lambda, shape, backtrack, bound)
+            steps += 1
         else:
-            xt, x_hat, g, e = cand, x_hat_c, g_c, e_c
-        trace.append(e)
-    f_xT = x_hat
-    ref = xt if o.energy_variant == "x0_xT" else f_xT
+            idx = active.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            sub = {k: v[idx] for k, v in st.items()}
+            fell = _step(model, sub, o.energy_lambda, shape, backtrack, bound)
+            for k in ("xt", "x_hat", "g", "e", "alpha"):
+                st[k] = st[k].index_copy(0, idx, sub[k])
+            steps[idx] += 1
+            accepted = fell > 0
+            settled = accepted & (fell < tol * sub["e"].abs())
+            active[idx[settled]] = False
+        trace.append(st["e"])
+    f_xT = st["x_hat"]
+    ref = st["xt"] if o.energy_variant == "x0_xT" else f_xT
     amap = (x0 - ref).abs().sum(dim=1)
-    return EnergyResult(amap, xt, f_xT, torch.stack(trace), alpha)
+    return EnergyResult(amap, st["xt"], f_xT, torch.stack(trace), st["alpha"], steps)
 
 
 def energy_from_terms(terms: SharedTerms) -> torch.Tensor:

@@ -9,10 +9,10 @@ Outputs are float32 arrays of the input's shape; ``geometry`` is the input's, un
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from .normal_reference import resolve_normalization
 from .registry import PredictorOptions, check_names
 
 ENSEMBLE_KEY = "ensemble"
+T = TypeVar("T")
 
 
 class PredictionCancelled(Exception):
@@ -83,6 +84,68 @@ def model_label(loaded: Any, index: int) -> str:
     return f"model{index}"
 
 
+@dataclass(frozen=True)
+class Progress:
+    """One progress event of a generator job: ``done`` of ``total`` units of ``stage``."""
+
+    done: int
+    total: int
+    stage: str = "maps"
+
+
+def iter_slice_maps(
+    loaded: Any,
+    images: np.ndarray,
+    masks: np.ndarray | None,
+    names: Sequence[str],
+    options: PredictorOptions,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[int, None, dict[str, np.ndarray]]:
+    """Maps (N, S, S) of a stack of preprocessed slices; yields the slice count of each chunk.
+
+    A generator, as ``train_iter`` is, so a caller reports progress (or stops) between chunks
+    without a helper thread. Each chunk goes through ``run_chunked``, which halves it on
+    out-of-memory; later chunks keep the smaller size. Raises :class:`PredictionCancelled`
+    when ``should_stop()`` is true before a chunk.
+    """
+    model = loaded.model if hasattr(loaded, "model") else loaded
+    n, size, start = len(images), options.chunk, 0
+    side = images.shape[-1]
+    # each map filled chunk by chunk in place (float32): no list of parts, no concatenated copy
+    out = {name: np.zeros((n, side, side), np.float32) for name in names}
+    while start < n:
+        if should_stop is not None and should_stop():
+            raise PredictionCancelled("prediction cancelled")
+        base, stop = start, min(n, start + size)
+        sizes: list[int] = []
+
+        def one(sl: slice, base: int = base) -> None:
+            part = slice(base + sl.start, base + sl.stop)
+            m = None if masks is None else masks[part]
+            for name, arr in compute_maps(model, images[part], names, options, mask=m).items():
+                out[name][part] = arr
+
+        run_chunked(one, stop - base, size,
+                    on_chunk=lambda sl, _r, got=sizes: got.append(sl.stop - sl.start))
+        size = max(sizes)  # smaller after an out-of-memory retry
+        start = stop
+        yield stop - base
+    if should_stop is not None and should_stop():
+        raise PredictionCancelled("prediction cancelled")
+    return out
+
+
+def drain(gen: Generator[Any, None, T], on_item: Callable[[Any], None] | None = None) -> T:
+    """Run a generator job to its end, passing each yielded item to ``on_item``; its result."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as done:
+            return done.value
+        if on_item is not None:
+            on_item(item)
+
+
 def slice_maps(
     loaded: Any,
     images: np.ndarray,
@@ -92,25 +155,8 @@ def slice_maps(
     on_chunk: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Maps (N, S, S) of a stack of preprocessed slices, chunk by chunk."""
-    model = loaded.model if hasattr(loaded, "model") else loaded
-
-    def one(sl: slice) -> dict[str, np.ndarray]:
-        m = None if masks is None else masks[sl]
-        return compute_maps(model, images[sl], names, options, mask=m)
-
-    parts = run_chunked(
-        one, len(images), options.chunk,
-        on_chunk=None if on_chunk is None else (lambda sl, _r: on_chunk(sl.stop - sl.start)),
-        should_stop=should_stop,
-    )
-    if should_stop is not None and should_stop():
-        raise PredictionCancelled("prediction cancelled")
-    s = images.shape[-1]
-    return {
-        n: np.concatenate([p[n] for p in parts]) if parts else np.zeros((0, s, s), np.float32)
-        for n in names
-    }
+    """Maps (N, S, S) of a stack of preprocessed slices, chunk by chunk (callback form)."""
+    return drain(iter_slice_maps(loaded, images, masks, names, options, should_stop), on_chunk)
 
 
 def score_region(foreground: np.ndarray, erode: int, flat: bool = False) -> np.ndarray:
@@ -137,6 +183,31 @@ def volume_stage(score: np.ndarray, region: np.ndarray, median: int) -> np.ndarr
     return m.astype(np.float32, copy=False)
 
 
+@dataclass
+class PreparedVolume:
+    """A volume's foreground and every model's preprocessed slices (no model run yet)."""
+
+    flat: bool
+    foreground: np.ndarray  # 3-D (a 2-D input is one slice)
+    batches: list[Any]  # SliceBatch per model
+
+
+def prepare_volume(volume: Volume, models: Sequence[Any]) -> PreparedVolume:
+    """The CPU part before the model: foreground from the first model's preprocessing (shared
+    by all, so every map covers the same voxels) and each model's slices (none skipped)."""
+    from ..preprocessing import foreground_mask, preprocess_volume
+
+    if not models:
+        raise ValueError("no model given")
+    data = np.asarray(volume.data)
+    flat = data.ndim == 2
+    if flat:
+        data = data[None]
+    fg = foreground_mask(data, getattr(models[0].preprocess, "foreground", "auto"))
+    batches = [preprocess_volume(data, m.preprocess, mask=fg, training=False) for m in models]
+    return PreparedVolume(flat, fg, batches)
+
+
 def predict_volume(
     volume: Volume,
     models: Sequence[Any],
@@ -146,54 +217,84 @@ def predict_volume(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> PredictionResult:
-    """Anomaly maps of ``volume`` from one or more loaded checkpoints.
+    """Anomaly maps of ``volume`` (callback form of :func:`predict_volume_iter`).
+
+    ``progress(done, total)`` counts slices over all models; ``should_stop()`` is polled
+    between chunks and raises :class:`PredictionCancelled`.
+    """
+    gen = predict_volume_iter(volume, models, names, options, ensemble, should_stop)
+    return drain(gen, None if progress is None else (lambda p: progress(p.done, p.total)))
+
+
+def predict_volume_iter(
+    volume: Volume,
+    models: Sequence[Any],
+    names: Sequence[str],
+    options: PredictorOptions | None = None,
+    ensemble: str = "reference",
+    should_stop: Callable[[], bool] | None = None,
+    prepared: PreparedVolume | None = None,
+) -> Generator[Progress, None, PredictionResult]:
+    """Anomaly maps of ``volume`` from one or more loaded checkpoints; yields a
+    :class:`Progress` (slices over all models) after every chunk.
 
     ``models``: objects with ``.model`` (VAE) and ``.preprocess`` (PreprocessConfig), as
     returned by ``load_checkpoint``. Each map is kept inside the foreground eroded by
     ``options.erode`` voxels and median-filtered (``options.median``). ``ensemble``: how
     members are normalized before they are averaged; ``"reference"`` (the default) uses each
     model's stored normal-reference statistics and falls back to ``"zscore"`` (this volume's
-    own) when a model has none for these options (``normalization`` says which was used). The foreground comes from the first model's preprocessing
-    and is shared by all, so every map covers the same voxels. ``progress(done, total)``
-    counts slices over all models; ``should_stop()`` is polled between chunks and raises
-    :class:`PredictionCancelled`.
+    own) when a model has none for these options (``normalization`` says which was used).
+    The foreground comes from the first model's preprocessing and is shared by all, so every
+    map covers the same voxels. ``should_stop()`` is polled between chunks and raises
+    :class:`PredictionCancelled`. ``prepared``: :func:`prepare_volume` done ahead (a cohort
+    preprocesses the next case in a reading thread while the model runs).
     """
-    from ..preprocessing import foreground_mask, from_slices, preprocess_volume
+    from ..preprocessing import from_slices
 
     names = check_names(list(names))
     if not models:
         raise ValueError("no model given")
     o = options or PredictorOptions()
-    data = np.asarray(volume.data)
-    flat = data.ndim == 2
-    if flat:
-        data = data[None]
-    cfg0 = models[0].preprocess
-    fg = foreground_mask(data, getattr(cfg0, "foreground", "auto"))
-    batches = [preprocess_volume(data, m.preprocess, mask=fg, training=False) for m in models]
+    prep = prepared if prepared is not None else prepare_volume(volume, models)
+    flat, fg, batches = prep.flat, prep.foreground, prep.batches
     total = int(sum(len(b.images) for b in batches))
     done = 0
-    if progress is not None:
-        progress(0, total)
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
-
+    yield Progress(0, total)
     labels = [model_label(m, i) for i, m in enumerate(models)]
     labels = [lab if labels.count(lab) == 1 else f"{lab}_{i}" for i, lab in enumerate(labels)]
     score_fg = score_region(fg, o.erode, flat)
     members: dict[str, dict[str, np.ndarray]] = {}
     for loaded, batch, label in zip(models, batches, labels, strict=True):
-        sm = slice_maps(loaded, batch.images, batch.masks, names, o, tick, should_stop)
+        gen = iter_slice_maps(loaded, batch.images, batch.masks, names, o, should_stop)
+        while True:
+            try:
+                done += next(gen)
+            except StopIteration as finished:
+                sm = finished.value
+                break
+            yield Progress(done, total)
         members[label] = {
-            n: volume_stage(from_slices(sm[n], batch, fill=0.0), score_fg, o.median) for n in names
+            n: volume_stage(from_slices(sm.pop(n), batch, fill=0.0), score_fg, o.median)
+            for n in names
         }
+        del sm
     if flat:
         fg = fg[0]
         members = {k: {n: m[0] for n, m in v.items()} for k, v in members.items()}
+    return combine_members(members, labels, names, models, o, fg, volume.geometry, ensemble)
+
+
+def combine_members(
+    members: dict[str, dict[str, np.ndarray]],
+    labels: list[str],
+    names: list[str],
+    models: Sequence[Any],
+    o: PredictorOptions,
+    fg: np.ndarray,
+    geometry: Geometry,
+    ensemble: str,
+) -> PredictionResult:
+    """Model ensembles per predictor and the ensemble of every map, normalized as asked."""
     method, refs = resolve_normalization(ensemble, models, names, o)
     stats = {(k, n): refs[i].stats(n) if refs else None
              for i, k in enumerate(labels) for n in names}
@@ -209,6 +310,6 @@ def predict_volume(
         ens = ensemble_maps([members[k][n] for k in labels for n in names], fg, method,
                             [stats[(k, n)] for k in labels for n in names])
     return PredictionResult(
-        maps=maps, foreground=fg, geometry=volume.geometry, names=names, model_labels=labels,
+        maps=maps, foreground=fg, geometry=geometry, names=names, model_labels=labels,
         member_maps=member_maps, ensemble=ens, normalization=method, options=o.to_dict(),
     )

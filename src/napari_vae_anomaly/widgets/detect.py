@@ -177,15 +177,9 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             return
         data = np.asarray(source.data)
         try:
-            request = DetectRequest(
-                data=data, geometry=layer_geometry(source), models=list(self._models),
-                names=names, options=self.predictor_options(),
-                ensemble=self.ensemble_combo.currentData(),
-                threshold_mode=self.threshold_mode.currentData(),
-                fraction=self.fraction.value() / 100.0,
-                fixed_threshold=self.fixed_threshold.value(),
-                median_size=5 if self.median.isChecked() else 0,
-            )
+            request = DetectRequest(data=data, geometry=layer_geometry(source),
+                                    models=list(self._models),
+                                    settings=self.detection_settings())
         except Exception as exc:  # noqa: BLE001
             report_error(exc, "Cannot detect")
             return

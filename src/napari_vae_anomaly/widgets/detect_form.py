@@ -1,13 +1,15 @@
 """The Detect widget's controls: scan, models, predictors, mask options, run row, result box.
 
 Kept apart from :mod:`.detect` (which runs jobs and owns the layers) so the form - what the
-user can choose and how it reads back as :class:`PredictorOptions` - is in one place.
+user can choose and how it reads back as :class:`~..detection.DetectionSettings` - is in
+one place; every default comes from those settings.
 :class:`DetectFormMixin` builds the controls as attributes of the widget (``w.fraction``,
 ``w.threshold_slider``...), which the settings (:mod:`.settings`), the demo and the tests use.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from qtpy.QtCore import Qt
@@ -28,8 +30,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
-from ..predictors.registry import DEFAULT_PREDICTORS, PredictorOptions
+from ..detection import DetectionSettings
 from .lesion_table import LesionTable
 
 ENSEMBLE_CHOICES = (("none", "none"), ("reference", "mean, normalized on normal data"),
@@ -43,6 +44,10 @@ SHORTCUTS = {
     "Shift-D": "run detection",
 }
 SLIDER_STEPS = 1000
+EXTRA_MEDIAN = 5  # the size the "extra median" box asks for
+#: every default (and the tooltips' wording) comes from the core settings
+DEFAULTS = DetectionSettings()
+HELP = {f.name: f.metadata["help"] for f in fields(DetectionSettings)}
 
 
 def shortcut_help(*keys: str) -> str:
@@ -112,13 +117,13 @@ class DetectFormMixin:
         for name, pinfo in PREDICTORS.items():
             item = QListWidgetItem(name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if name in DEFAULT_PREDICTORS
+            item.setCheckState(Qt.CheckState.Checked if name in DEFAULTS.predictors
                                else Qt.CheckState.Unchecked)
             item.setToolTip(f"{pinfo.formula}\n{pinfo.description}")
             self.predictor_list.addItem(item)
         pl.addWidget(self.predictor_list)
         pf = QFormLayout()
-        defaults = PredictorOptions()  # one source of truth for the energy defaults
+        defaults = DEFAULTS  # one source of truth for every default
         self.energy_steps = QSpinBox(minimum=1, maximum=1000, value=defaults.energy_steps)
         self.energy_alpha = QDoubleSpinBox(minimum=0.0, maximum=10.0, decimals=3,
                                            value=defaults.energy_alpha, singleStep=0.01)
@@ -127,11 +132,11 @@ class DetectFormMixin:
         self.energy_variant = QComboBox()
         self.energy_variant.addItem("|x0 - xT|", "x0_xT")
         self.energy_variant.addItem("|x0 - f(xT)|", "x0_fxT")
-        for w, tip in ((self.energy_steps, "Projection steps T (energy predictor)"),
-                       (self.energy_alpha, "Step size alpha (energy predictor)"),
-                       (self.energy_lambda, "Weight lambda of ||x - x0||_1 (energy predictor)"),
-                       (self.energy_variant, "Which difference the energy map shows")):
-            w.setToolTip(tip)
+        self.energy_variant.setCurrentIndex(self.energy_variant.findData(defaults.energy_variant))
+        for w, key in ((self.energy_steps, "energy_steps"), (self.energy_alpha, "energy_alpha"),
+                       (self.energy_lambda, "energy_lambda"),
+                       (self.energy_variant, "energy_variant")):
+            w.setToolTip(HELP[key].capitalize() + " (energy predictor)")
         pf.addRow("Energy steps", self.energy_steps)
         pf.addRow("Alpha", self.energy_alpha)
         pf.addRow("Lambda", self.energy_lambda)
@@ -142,6 +147,8 @@ class DetectFormMixin:
         self.ensemble_combo.setToolTip("Combine the chosen maps (and models) after normalizing "
                                        "each with the model's normal-reference statistics (or "
                                        "per volume); the mask follows the ensemble")
+        ensemble = "none" if DEFAULTS.mask_from == "first" else DEFAULTS.normalize
+        self.ensemble_combo.setCurrentIndex(self.ensemble_combo.findData(ensemble))
         pf.addRow("Ensemble", self.ensemble_combo)
         pl.addLayout(pf)
         return preds
@@ -154,17 +161,23 @@ class DetectFormMixin:
             self.threshold_mode.addItem(text, key)
         self.threshold_mode.setToolTip("Initial threshold: the score exceeded by this fraction of "
                                        "the model's normal reference voxels, or a fixed value")
+        fixed = DEFAULTS.threshold is not None
+        self.threshold_mode.setCurrentIndex(1 if fixed else 0)
         self.fraction = QDoubleSpinBox(minimum=0.001, maximum=50.0,
-                                       value=100.0 * DEFAULT_NORMAL_FRACTION, decimals=3,
+                                       value=100.0 * DEFAULTS.normal_fraction, decimals=3,
                                        suffix=" %")
-        self.fixed_threshold = QDoubleSpinBox(minimum=-1e9, maximum=1e9, value=0.0, decimals=5)
+        self.fixed_threshold = QDoubleSpinBox(minimum=-1e9, maximum=1e9, decimals=5,
+                                              value=DEFAULTS.threshold if fixed else 0.0)
         size_row = QHBoxLayout()
-        self.min_size = QDoubleSpinBox(minimum=0.0, maximum=1e6, value=8.0, decimals=3)
+        self.min_size = QDoubleSpinBox(minimum=0.0, maximum=1e6, value=DEFAULTS.min_size,
+                                       decimals=3)
+        self.min_size.setToolTip(HELP["min_size"].capitalize())
         self.min_size_unit = QComboBox()
         self.min_size_unit.addItems(["voxels", "mL"])
         size_row.addWidget(self.min_size)
         size_row.addWidget(self.min_size_unit)
-        self.median = QCheckBox("Extra 3-D median (5) of the shown maps")
+        self.median = QCheckBox(f"Extra 3-D median ({EXTRA_MEDIAN}) of the shown maps")
+        self.median.setChecked(DEFAULTS.mask_median > 1)
         self.median.setToolTip("Every map already gets a 3-D median of 5 in the pipeline, before "
                                "its threshold is calibrated on normal data; this filters the "
                                "shown maps once more, after the thresholds were set")
@@ -229,10 +242,26 @@ class DetectFormMixin:
                                else Qt.CheckState.Unchecked)
 
     def predictor_options(self) -> Any:
-        return PredictorOptions(energy_steps=self.energy_steps.value(),
+        """The predictor options the controls set (the others keep their defaults)."""
+        return DEFAULTS.predictor_options().replace(energy_steps=self.energy_steps.value(),
                                 energy_alpha=self.energy_alpha.value(),
                                 energy_lambda=self.energy_lambda.value(),
-                                energy_variant=self.energy_variant.currentData())
+                                                    energy_variant=self.energy_variant.currentData())
+
+    def detection_settings(self) -> DetectionSettings:
+        """The core detection settings the controls show (what the job runs with)."""
+        ensemble = self.ensemble_combo.currentData()
+        fixed = self.threshold_mode.currentData() == "fixed"
+        min_voxels, min_mm3 = self._min_size()
+        return DetectionSettings(
+            predictors=tuple(self.chosen_predictors()),
+            normalize="reference" if ensemble == "none" else ensemble,
+            mask_from="first" if ensemble == "none" else "ensemble",
+            threshold=self.fixed_threshold.value() if fixed else None,
+            normal_fraction=self.fraction.value() / 100.0,
+            mask_median=EXTRA_MEDIAN if self.median.isChecked() else 0,
+            min_size=min_voxels, min_volume=min_mm3,
+        ).with_options(self.predictor_options())
 
     def _min_size(self) -> tuple[int, float]:
         """(voxels, mm3): the smallest lesion kept, in the unit the user chose."""
