@@ -110,7 +110,7 @@ def test_missing_input_is_one_line_exit_2_and_no_output_folder(cohort, tmp_path,
 def test_a_case_that_fails_to_write_does_not_stop_the_next(cohort, tmp_path, capsys,
                                                             monkeypatch):
     """Writing runs in a background thread: its failure is still one line for that case."""
-    from napari_vae_anomaly.cli import predict as predict_mod
+    from napari_vae_anomaly.cli import predict_case as predict_mod
     from napari_vae_anomaly.errors import VolumeWriteError
 
     real = predict_mod.write_case

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from _models import phantom_setup
-from napari_vae_anomaly.training.distributed import shard
+from napari_vae_anomaly.distributed import shard
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

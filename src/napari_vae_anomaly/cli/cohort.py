@@ -4,7 +4,7 @@ Why: case after case, reading + preprocessing, the model and writing never overl
 cohort took the sum of all three. Here a reading thread loads and preprocesses the next cases
 and a writing thread writes the previous ones while the model runs on the current one (queues
 of ``PREFETCH`` read cases and ``WRITE_BEHIND`` computed ones bound the memory). Under ``torchrun`` every rank takes its own share of
-the cases (:func:`..training.distributed.shard`), rank 0 shows one bar over all ranks and
+the cases (:func:`..distributed.shard`), rank 0 shows one bar over all ranks and
 prints the one summary, and every rank exits with the same status.
 
 A case that fails (reading, computing or writing) is reported on one line and skipped, as
@@ -101,7 +101,7 @@ def read_ahead(job: Any, work: Iterable[tuple[str, str]], emit: Callable[[str], 
                ) -> Callable[[Background], None]:
     """The reading thread's loop: each case loaded and preprocessed, or why not."""
     from ..predictors.pipeline import prepare_volume
-    from .predict import load_case
+    from .predict_case import load_case
 
     def loop(bg: Background) -> None:
         for src, case in work:
@@ -122,7 +122,7 @@ def read_ahead(job: Any, work: Iterable[tuple[str, str]], emit: Callable[[str], 
 def write_behind(job: Any, tally: Tally, lock: threading.Lock, emit: Callable[[str], None]
                  ) -> Callable[[Background], None]:
     """The writing thread's loop: each computed case written all at once, or reported."""
-    from .predict import write_outputs
+    from .predict_case import write_outputs
 
     def loop(bg: Background) -> None:
         while (item := bg.get()) is not _END:
@@ -149,7 +149,7 @@ def run_cohort(job: Any, work: list[tuple[str, str]], ctx: Any = None,
     """
     from tqdm import tqdm
 
-    from ..training.distributed import DistContext, SharedCounter
+    from ..distributed import DistContext, SharedCounter
 
     ctx = ctx or DistContext()
     tally, lock = Tally(), threading.Lock()

@@ -176,7 +176,7 @@ def _inputs(args: argparse.Namespace) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..training.distributed import env_world
+    from ..distributed import env_world
     from ..training.trainer import train_iter
 
     if len(args.phantom_shape) != 3:

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import distributed
 from ..errors import AnomalyError, CheckpointError
 from ..models.card import environment_info, now_iso
 from ..models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from ..models.vae import VAE
-from . import distributed
 from .augment import augment_batch, coarse_noise
 from .config import TrainConfig
 from .progress import TrainProgress, TrainResult

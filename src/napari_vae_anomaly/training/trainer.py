@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from . import distributed
+from .. import distributed
 from .config import TrainConfig
 from .progress import TrainProgress, TrainResult
 from .run import TrainingRun
