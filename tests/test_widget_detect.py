@@ -137,7 +137,7 @@ def test_run_adds_heatmaps_and_mask_with_the_scan_geometry(setup, qtbot):
         np.testing.assert_allclose(la.translate, scan.translate)
         assert Geometry.from_metadata(la.metadata) == src_geo
     heat = viewer.layers["scan rec"]
-    assert heat.colormap.name == "inferno" and heat.blending == "additive"
+    assert heat.colormap.name == "anomaly heat" and heat.blending == "translucent"
     assert heat.contrast_limits[0] < heat.contrast_limits[1]
     mask = viewer.layers["scan anomaly mask"]
     # the initial threshold is the calibrated one (1 % of normal reference voxels)
@@ -304,10 +304,61 @@ def test_shortcuts_threshold_and_heatmap_visibility(setup, qtbot):
     assert labelled(widget.result.mask.layer) <= n0
     viewer.keymap[_key_bindings()[1]](viewer)  # Shift-Down
     assert widget.threshold() == pytest.approx(t0, rel=1e-6, abs=1e-9)
+    shown = widget.result.heatmaps[widget.result.map_name]
     viewer.keymap[_key_bindings()[2]](viewer)  # Shift-H
     assert not any(la.visible for la in widget.result.heatmaps.values())
     viewer.keymap[_key_bindings()[2]](viewer)
-    assert all(la.visible for la in widget.result.heatmaps.values())
+    assert [la for la in widget.result.heatmaps.values() if la.visible] == [shown]
+
+
+def test_first_result_shows_one_translucent_heatmap_and_an_outline(setup, qtbot):
+    """One heat (the map the mask follows), the others hidden but listed; the mask a cyan
+    outline (fill on demand); ground truth hidden; the status ends with the next step."""
+    viewer, widget, scan = setup
+    truth = viewer.add_labels(np.zeros(scan.data.shape, np.uint8), name="ground truth")
+    other = viewer.add_labels(np.zeros((4, 4, 4), np.uint8), name="unrelated grid")
+    run_and_wait(qtbot, widget)
+    res = widget.result
+    assert res.map_name == "rec"
+    assert {n: la.visible for n, la in res.heatmaps.items()} == {"rec": True, "kl_grad": False}
+    heat = res.heatmaps["rec"]
+    assert heat.blending == "translucent"
+    assert heat.colormap.colors[0][3] == 0.0 and heat.colormap.colors[-1][3] > 0.9
+    fg = res.outcome.foreground
+    lo, hi = heat.contrast_limits
+    values = res.outcome.maps["rec"][fg]
+    # robust: from the foreground's median at least, up to its maximum (or the threshold)
+    assert np.quantile(values, 0.5) <= lo < hi <= max(values.max(), widget.threshold())
+    mask = res.mask.layer
+    assert mask.contour == 2
+    assert np.allclose(mask.colormap.map(np.array([1, 2, 7]))[:, :3], [0, 1, 1])
+    assert mask.colormap.map(np.array([0]))[0, 3] == 0
+    assert not truth.visible and other.visible
+    assert "hidden: ground truth" in widget.status.text()
+    assert widget.status.text().endswith("then File > Save Selected Layers.")
+    assert "% of this scan's foreground" in widget.threshold_value.text()
+    assert f"flags {100 * DEFAULT_NORMAL_FRACTION:.3g} % of normal tissue" in \
+        widget.threshold_value.text()
+
+    widget.fill_mask.setChecked(True)
+    assert mask.contour == 0
+    widget.fill_mask.setChecked(False)
+    assert mask.contour == 2
+
+    widget.map_combo.setCurrentText("kl_grad")  # one click shows another map instead
+    assert {n: la.visible for n, la in res.heatmaps.items()} == {"rec": False, "kl_grad": True}
+
+
+def test_superseded_mask_is_hidden_after_edit_and_rerun(setup, qtbot):
+    viewer, widget, _ = setup
+    run_and_wait(qtbot, widget)
+    first = widget.result.mask.layer
+    first.data_setitem((np.array([3]), np.array([5]), np.array([5])), 9)  # a user's stroke
+    run_and_wait(qtbot, widget)
+    second = widget.result.mask.layer
+    assert second is not first and second.name == "scan anomaly mask [2]"
+    assert not first.visible and second.visible and second.contour == 2
+    assert first.data[3, 5, 5] == 9  # kept, only hidden
     assert "Shift-Up" in widget.threshold_slider.toolTip()
 
 

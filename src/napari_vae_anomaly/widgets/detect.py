@@ -191,6 +191,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             return
         self._save_settings()
         self._job_source = source
+        self._job_fraction = request.fraction if request.threshold_mode == "normal" else None
         self._job_t0 = time.perf_counter()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -262,7 +263,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             self.status.setText("Cancelled")
             return
         self._show(source, outcome)
-        self.status.setText(f"Done in {outcome.seconds:.1f} s on {source.name}")
+        self.status.setText(f"Done in {outcome.seconds:.1f} s: {self.result_summary()}")
 
     # ------------------------------------------------------------------ keys
     def _bind_keys(self) -> None:

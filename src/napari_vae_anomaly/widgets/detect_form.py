@@ -39,7 +39,7 @@ THRESHOLD_MODES = (("normal", "from normal data (fraction)"), ("fixed", "fixed v
 SHORTCUTS = {
     "Shift-Up": "raise the threshold",
     "Shift-Down": "lower the threshold",
-    "Shift-H": "show or hide the heatmaps",
+    "Shift-H": "show or hide the heatmap of the map the mask follows",
     "Shift-D": "run detection",
 }
 SLIDER_STEPS = 1000
@@ -179,7 +179,8 @@ class DetectFormMixin:
         res = QGroupBox("Result")
         rl = QFormLayout(res)
         self.map_combo = QComboBox()
-        self.map_combo.setToolTip("The map the mask and lesion table follow "
+        self.map_combo.setToolTip("The map the mask and lesion table follow; only its heatmap "
+                                  "is shown, the others stay listed in the layer list "
                                   f"({shortcut_help('Shift-H')})")
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(0, SLIDER_STEPS)
@@ -187,9 +188,13 @@ class DetectFormMixin:
             "Live threshold of the mask (no recomputation). "
             + shortcut_help("Shift-Up", "Shift-Down") + "; " + shortcut_help("Shift-H"))
         self.threshold_value = QLabel("-")
+        self.threshold_value.setWordWrap(True)
+        self.fill_mask = QCheckBox("Fill the mask (default: outline over the heat)")
+        self.fill_mask.setToolTip("Draw the mask filled instead of as an outline")
         rl.addRow("Map", self.map_combo)
         rl.addRow("Threshold", self.threshold_slider)
         rl.addRow("", self.threshold_value)
+        rl.addRow(self.fill_mask)
         self.table = LesionTable()
         rl.addRow(self.table)
         res.setToolTip("Keyboard shortcuts in the viewer: " + shortcut_help(*SHORTCUTS))
@@ -204,6 +209,7 @@ class DetectFormMixin:
         self.threshold_slider.valueChanged.connect(self._on_slider)
         self.map_combo.currentTextChanged.connect(self._on_map_changed)
         self.table.lesion_clicked.connect(self._on_lesion_clicked)
+        self.fill_mask.toggled.connect(self._on_fill_toggled)
         self.threshold_mode.currentIndexChanged.connect(self._sync_enabled)
         self.min_size.valueChanged.connect(self._refresh_mask)
         self.min_size_unit.currentIndexChanged.connect(self._refresh_mask)

@@ -4,6 +4,10 @@ Moving the threshold re-thresholds the cached map (no recomputation), rewrites t
 (a new layer if the user edited ours, see :class:`.heatmap_layers.MaskLayer`) and the lesion
 table. The threshold, map and predictor are kept in ``metadata["vae_anomaly"]`` of the mask
 and of the map's heatmap, so other widgets (Evaluation) read what the user settled on.
+
+What a first result shows, on purpose: the heatmap of the map the mask follows (the others
+are listed, hidden; choosing one in the Map box shows it instead), the mask as an outline
+over it, no ground truth (hidden, not removed), and a status line that ends with the next step.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ import numpy as np
 
 from ._common import warn
 from .detect_form import SLIDER_STEPS
-from .heatmap_layers import MaskLayer, robust_limits, tag_detection, upsert_heatmap
+from .heatmap_layers import (
+    MaskLayer,
+    hide_other_labels,
+    robust_limits,
+    style_mask,
+    tag_detection,
+    upsert_heatmap,
+)
 from .lesion_table import focus_lesion, label_lesions, lesions_in
 
 
@@ -31,6 +42,25 @@ class DetectionResult:
         self.map_name = outcome.primary
         self.threshold = float("nan")
         self.limits = (0.0, 1.0)
+        self.normal_fraction: float | None = None  # the calibration's fraction, if calibrated
+        self.hidden_labels: list[str] = []  # ground truth & co hidden when the result came
+
+
+NEXT_STEP = ("Next: correct the mask with the paint tools (P paint, E erase), "
+             "then File > Save Selected Layers")
+
+
+def threshold_meaning(value: float, marked: int, region: int, calibrated: float | None,
+                      normal_fraction: float | None) -> str:
+    """What a threshold means, in words: the share of this scan's foreground it marks
+    (``marked`` of ``region`` voxels), and for the calibrated value, the share of the model's
+    normal tissue it flags."""
+    share = 100.0 * marked / max(region, 1)
+    text = f"{value:.4g}: marks {share:.2g} % of this scan's foreground"
+    if normal_fraction is not None and calibrated is not None and np.isfinite(calibrated):
+        text += (f"; {calibrated:.4g} flags {100.0 * normal_fraction:.3g} % of normal tissue"
+                 " (calibrated)")
+    return text
 
 
 class DetectResultMixin:
@@ -43,13 +73,17 @@ class DetectResultMixin:
 
         prev = self._previous_results.get(id(source))
         res = DetectionResult(self.viewer, source, outcome, tuple(layer_geometry(source).scale))
+        res.normal_fraction = getattr(self, "_job_fraction", None)
         if prev is not None:  # reuse our layers: update in place rather than stacking
             res.heatmaps = prev.heatmaps
             res.mask = prev.mask
+        res.mask.filled = self.fill_mask.isChecked()
         for name, arr in outcome.maps.items():
             res.heatmaps[name] = upsert_heatmap(self.viewer, source, name, arr,
                                                 outcome.foreground, res.heatmaps.get(name),
-                                                threshold=outcome.thresholds.get(name))
+                                                threshold=outcome.thresholds.get(name),
+                                                visible=name == outcome.primary)
+        res.hidden_labels = hide_other_labels(self.viewer, source, keep=res.mask.layer)
         self._previous_results[id(source)] = res
         self.result = res
         self._result_box.setEnabled(True)
@@ -61,6 +95,24 @@ class DetectResultMixin:
         self._select_map(outcome.primary)
         self.viewer.layers.selection.active = res.mask.layer
 
+    def result_summary(self) -> str:
+        """The status line after a run: what was found, what was hidden, the next step."""
+        res = self.result
+        if res is None:
+            return ""
+        n = self.table.rowCount()
+        text = f"{n} lesion(s) in {res.map_name} on {res.source.name}"
+        if res.hidden_labels:
+            text += f"; hidden: {', '.join(res.hidden_labels)} (eye icon to show)"
+        return f"{text}. {NEXT_STEP}."
+
+    def _on_fill_toggled(self, filled: bool) -> None:
+        if self.result is None:
+            return
+        self.result.mask.filled = filled
+        if self.result.mask.is_alive():
+            style_mask(self.result.mask.layer, filled)
+
     def _clear_result(self) -> None:
         self.result = None
         self._result_box.setEnabled(False)
@@ -71,8 +123,12 @@ class DetectResultMixin:
             self._select_map(name)
 
     def _select_map(self, name: str) -> None:
+        """Follow map ``name``: its heatmap alone is shown, the mask and table follow it."""
         res = self.result
         res.map_name = name
+        for map_name, layer in res.heatmaps.items():
+            if layer in self.viewer.layers:
+                layer.visible = map_name == name
         res.limits = robust_limits(res.outcome.mask_map(name), res.outcome.foreground,
                                    (0.0, 99.99))
         t = res.outcome.thresholds.get(name, float("nan"))
@@ -105,7 +161,6 @@ class DetectResultMixin:
             self.threshold_slider.blockSignals(True)
             self.threshold_slider.setValue(self._value_to_step(value))
             self.threshold_slider.blockSignals(False)
-        self.threshold_value.setText(f"{value:.5g}")
         self._update_mask()
 
     def step_threshold(self, steps: int) -> None:
@@ -131,6 +186,11 @@ class DetectResultMixin:
             warn(f"The mask you edited was kept; the new mask is in layer {layer.name!r}")
         self._tag_threshold(layer)
         self.table.set_rows(lesions_in(labels, score, res.spacing))
+        fg = res.outcome.foreground
+        self.threshold_value.setText(threshold_meaning(
+            res.threshold, int(np.count_nonzero(mask)),
+            int(np.count_nonzero(fg)) if fg is not None else mask.size,
+            res.outcome.thresholds.get(res.map_name), res.normal_fraction))
         self.last_update_ms = (time.perf_counter() - t0) * 1000.0
 
     def _tag_threshold(self, mask_layer: Any) -> None:
@@ -152,9 +212,9 @@ class DetectResultMixin:
             focus_lesion(self.viewer, self.result.mask.layer, row)
 
     def toggle_heatmaps(self) -> None:
+        """Show or hide the heatmap of the map the mask follows (Shift-H)."""
         if self.result is None:
             return
-        layers = [la for la in self.result.heatmaps.values() if la in self.viewer.layers]
-        visible = not any(la.visible for la in layers)
-        for la in layers:
-            la.visible = visible
+        layer = self.result.heatmaps.get(self.result.map_name)
+        if layer is not None and layer in self.viewer.layers:
+            layer.visible = not layer.visible
