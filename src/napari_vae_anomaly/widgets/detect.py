@@ -27,7 +27,13 @@ from ._common import connect_layer_list, error, info, report_error, warn
 from .detect_form import SHORTCUTS, DetectFormMixin  # noqa: F401 - SHORTCUTS re-exported
 from .detect_result import DetectionResult, DetectResultMixin
 from .heatmap_layers import is_scan_layer
-from .settings import load_detect_settings, model_dialog_folder, open_settings, save_detect_settings
+from .settings import (
+    load_detect_settings,
+    model_dialog_folder,
+    open_settings,
+    recent_models,
+    save_detect_settings,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -63,6 +69,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         self.result: DetectionResult | None = None
         self._previous_results: dict[int, DetectionResult] = {}  # id(source) -> result, for reuse
         self.last_update_ms = float("nan")
+        self._recent: list[str] = recent_models(self._settings)
         self._build()
         self._refresh_layers()
         connect_layer_list(self.viewer, self._refresh_layers_safe)
@@ -105,6 +112,15 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         self._previous_results.pop(id(layer), None)
 
     # ------------------------------------------------------------------ models
+    def _attach_model_menu(self) -> None:
+        from ..models.catalog import model_entries
+        from .model_menu import attach_model_menu
+
+        self.model_menu = attach_model_menu(
+            self.add_model_button,
+            lambda: model_entries(self.preferences.model_folder, self._recent),
+            self.add_model_path, self._choose_models)
+
     def _choose_models(self) -> None:
         start = model_dialog_folder(self._settings, self.preferences)
         paths, _ = QFileDialog.getOpenFileNames(self, "Add model", start,
@@ -132,8 +148,12 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         item.setToolTip(f"{path}\nbeta {c.beta:g}, {c.likelihood} likelihood, size {c.size}\n\n"
                         f"{loaded.summary()}")
         self.model_list.addItem(item)
+        from ..models.catalog import push_recent
+
+        self._recent = push_recent(self._recent, path)
         if self._settings is not None:
             self._settings.setValue("model_dir", str(path.parent))
+            self._settings.setValue("recent_models", self._recent)
         return loaded
 
     def remove_selected_models(self) -> None:

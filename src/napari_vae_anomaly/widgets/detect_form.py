@@ -93,7 +93,9 @@ class DetectFormMixin:
         self.model_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.model_list.setMaximumHeight(80)
         row = QHBoxLayout()
-        self.add_model_button = QPushButton("Add model...")
+        self.add_model_button = QPushButton("Add model")
+        self.add_model_button.setToolTip("The bundled demo model, the one just trained, recent "
+                                         "models, the preferences' model folder, or a file")
         self.remove_model_button = QPushButton("Remove")
         self.remove_model_button.setToolTip("Unload the selected models and free their memory")
         row.addWidget(self.add_model_button)
@@ -202,7 +204,7 @@ class DetectFormMixin:
         return res
 
     def _connect_form(self) -> None:
-        self.add_model_button.clicked.connect(self._choose_models)
+        self._attach_model_menu()
         self.remove_model_button.clicked.connect(self.remove_selected_models)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
