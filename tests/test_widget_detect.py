@@ -340,6 +340,13 @@ def test_first_result_shows_one_translucent_heatmap_and_an_outline(setup, qtbot)
     assert f"flags {100 * DEFAULT_NORMAL_FRACTION:.3g} % of normal tissue" in \
         widget.threshold_value.text()
 
+    # millimetres and anatomical axis labels on every layer (napari drops units that differ)
+    for layer in (heat, mask, res.heatmaps["kl_grad"]):
+        assert [str(u) for u in layer.units] == ["millimeter"] * 3
+        assert layer.axis_labels == scan.axis_labels
+    assert viewer.dims.axis_labels == scan.axis_labels
+    assert all(label.startswith("~") for label in scan.axis_labels)  # an oblique header
+
     widget.fill_mask.setChecked(True)
     assert mask.contour == 0
     widget.fill_mask.setChecked(False)

@@ -120,6 +120,9 @@ def derived_kwargs(source: Any, role: str, map_name: str = "") -> dict[str, Any]
     return {
         "scale": tuple(float(s) for s in source.scale),
         "translate": tuple(float(t) for t in source.translate),
+        # the source's own units and labels: napari ignores units that differ across layers
+        "units": tuple(str(u) for u in source.units),
+        "axis_labels": tuple(source.axis_labels),
         "metadata": meta,
     }
 
