@@ -55,6 +55,7 @@ def test_recent_list_is_newest_first_and_bounded(tmp_path):
 def test_tooltip_is_the_card_summary_or_a_reason(tmp_path):
     tip = catalog.card_tooltip(bundled_model_path())
     assert "Model: demo_model" in tip and "VAE 64x64" in tip and "Trained on 24 volume(s)" in tip
+    assert "Training volumes: 94 x 116 x 98 voxels, spacing 2 x 2 x 2 mm" in tip
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
     assert "cannot read its model card" in catalog.card_tooltip(bad)

@@ -535,3 +535,18 @@ def test_evaluation_opened_after_edits_calibrates_on_exactly_the_edited_slices(s
     np.testing.assert_array_equal(mask.data, edited)  # the corrected layer is unchanged
     np.testing.assert_allclose(new.scale, mask.scale)
     assert new.data.shape == mask.data.shape and new.data.any()
+
+
+def test_a_scan_unlike_the_training_data_is_warned_about_once_and_still_run(setup, qtbot,
+                                                                              messages):
+    viewer, widget, _ = setup
+    widget.models[0].card["training"] = {"data": {"shapes": [[24, 48, 48]],
+                                                  "spacing": [[0.2, 0.2, 0.2]]}}
+    run_and_wait(qtbot, widget)
+    warned = [m for lv, m in messages if lv == "warning" and "unlike the data model" in m]
+    assert warned == ["scan: this scan is unlike the data model 'tiny' was trained on: voxel "
+                      "spacing 3 x 1.1 x 0.9 mm, unlike the training data's 0.2 x 0.2 x 0.2 mm. "
+                      "Its maps may mean little"]
+    assert widget.result is not None  # a warning, not a refusal
+    run_and_wait(qtbot, widget)
+    assert len([m for _, m in messages if "unlike the data model" in m]) == 1

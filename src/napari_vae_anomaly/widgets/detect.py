@@ -70,6 +70,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         self._previous_results: dict[int, DetectionResult] = {}  # id(source) -> result, for reuse
         self.last_update_ms = float("nan")
         self._recent: list[str] = recent_models(self._settings)
+        self._domain_checked: set[tuple[int, int]] = set()  # (scan, model) pairs warned about
         self._build()
         self._refresh_layers()
         connect_layer_list(self.viewer, self._refresh_layers_safe)
@@ -210,6 +211,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             report_error(exc, "Cannot detect")
             return
         self._save_settings()
+        self._warn_domain(source, data, request.geometry)
         self._job_source = source
         self._job_fraction = request.fraction if request.threshold_mode == "normal" else None
         self._job_t0 = time.perf_counter()
@@ -222,6 +224,15 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             on_error=self._on_error, on_finish=self._on_finish,
             description=f"Detect anomalies: {source.name}",
         )
+
+    def _warn_domain(self, source: Any, data: np.ndarray, geometry: Any) -> None:
+        """Warn (once per scan and model) when the scan is unlike a model's training data."""
+        from ..models.domain import domain_warnings
+
+        fresh = [m for m in self._models if (id(source), id(m)) not in self._domain_checked]
+        self._domain_checked.update((id(source), id(m)) for m in fresh)
+        for message in domain_warnings(data, geometry.scale, fresh):
+            warn(f"{source.name}: {message}")
 
     @property
     def job(self) -> Any:
