@@ -336,6 +336,10 @@ def test_first_result_shows_one_translucent_heatmap_and_an_outline(setup, qtbot)
     assert not truth.visible and other.visible
     assert "hidden: ground truth" in widget.status.text()
     assert widget.status.text().endswith("then File > Save Selected Layers.")
+    from napari_vae_anomaly.workers.detect_worker import DetectProgress
+
+    widget._on_progress(DetectProgress(0, 1, "thresholds"))  # Qt may deliver it late
+    assert widget.status.text().endswith("then File > Save Selected Layers.")
     assert "% of this scan's foreground" in widget.threshold_value.text()
     assert f"flags {100 * DEFAULT_NORMAL_FRACTION:.3g} % of normal tissue" in \
         widget.threshold_value.text()

@@ -248,7 +248,9 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             self.status.setText("Cancelling at the next batch...")
 
     def _on_progress(self, p: Any) -> None:
-        if self._closed:
+        # Qt may deliver the last "yielded" after "returned" (seen in the demo): progress of a
+        # job whose result is in must not overwrite the final status line
+        if self._closed or self._job_source is None:
             return
         pbar = self._job.pbar if self._job is not None else None
         if pbar is not None and p.total > 0:
