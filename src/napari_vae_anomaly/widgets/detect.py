@@ -10,7 +10,8 @@ a mask the user edited is never overwritten; the threshold slider re-thresholds 
 map without recomputing anything. Keyboard shortcuts on the viewer: see :data:`SHORTCUTS`.
 
 In three modules: this one (jobs, models, scan list, keys, settings, closing),
-:mod:`.detect_form` (the controls) and :mod:`.detect_result` (result layers, threshold).
+:mod:`.detect_form` (the controls) and :mod:`.detect_result` (the Result box, a child widget
+holding the last result: its layers and the live threshold).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from qtpy.QtWidgets import QFileDialog, QListWidgetItem, QWidget
 
 from ._common import connect_layer_list, error, info, report_error, warn
 from .detect_form import SHORTCUTS, DetectFormMixin  # noqa: F401 - SHORTCUTS re-exported
-from .detect_result import DetectionResult, DetectResultMixin
+from .detect_result import DetectionResult
 from .heatmap_layers import is_scan_layer
 from .settings import (
     load_detect_settings,
@@ -43,12 +44,13 @@ if TYPE_CHECKING:
 ABORT_WAIT_S = 2.0
 
 
-class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
+class DetectWidget(DetectFormMixin, QWidget):
     """Choose scan, models, predictors; run; inspect heatmaps, mask and lesions.
 
-    The controls come from :class:`.detect_form.DetectFormMixin`, showing a result and the
-    live threshold from :class:`.detect_result.DetectResultMixin`; this class runs the jobs,
-    manages the models and the scan list, key bindings, settings and closing.
+    The controls come from :class:`.detect_form.DetectFormMixin`; showing a result and the
+    live threshold is the child widget :class:`.detect_result.ResultPanel`
+    (``self.result_panel``); this class runs the jobs, manages the models and the scan list,
+    key bindings, settings and closing.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, settings: QSettings | None = None,
@@ -65,10 +67,8 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         self._scan_layers: list[Any] = []
         self._job: Any = None
         self._job_source: Any = None
+        self._job_fraction: float | None = None  # the calibration fraction of the running job
         self._progress_bar: Any = None
-        self.result: DetectionResult | None = None
-        self._previous_results: dict[int, DetectionResult] = {}  # id(source) -> result, for reuse
-        self.last_update_ms = float("nan")
         self._recent: list[str] = recent_models(self._settings)
         self._domain_checked: set[tuple[int, int]] = set()  # (scan, model) pairs warned about
         self._build()
@@ -108,9 +108,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         layer = event.value
         if self._job is not None and layer is self._job_source and self._job.running:
             self._job.request_stop()  # its results would have nowhere to go
-        if self.result is not None and layer is self.result.source:
-            self._clear_result()
-        self._previous_results.pop(id(layer), None)
+        self.result_panel.forget(layer)
 
     # ------------------------------------------------------------------ models
     def _attach_model_menu(self) -> None:
@@ -235,6 +233,11 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             warn(f"{source.name}: {message}")
 
     @property
+    def result(self) -> DetectionResult | None:
+        """The detection shown in the Result box (None before the first run)."""
+        return self.result_panel.result
+
+    @property
     def job(self) -> Any:
         return self._job
 
@@ -248,10 +251,12 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             self.status.setText("Cancelling at the next batch...")
 
     def _on_progress(self, p: Any) -> None:
-        # Qt may deliver the last "yielded" after "returned" (seen in the demo): progress of a
-        # job whose result is in must not overwrite the final status line
+        # Progress of a job whose result is in must not overwrite the final status line. The
+        # status is written before the activity bar: updating napari's bar can process
+        # events, and so run _on_done (and its final status) in the middle of this call.
         if self._closed or self._job_source is None:
             return
+        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
         pbar = self._job.pbar if self._job is not None else None
         if pbar is not None and p.total > 0:
             if pbar.total != p.total:
@@ -259,7 +264,6 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             pbar.n = min(p.done, p.total)
             pbar.update(0)  # emits the value event the activity bar listens to
             pbar.set_description(f"Detect: {p.stage}")
-        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
 
     def _on_error(self, exc: BaseException) -> None:
         if self._closed:
@@ -295,15 +299,15 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             info("Detection cancelled")
             self.status.setText("Cancelled")
             return
-        self._show(source, outcome)
-        self.status.setText(f"Done in {outcome.seconds:.1f} s: {self.result_summary()}")
+        self.result_panel.show_result(source, outcome, self._job_fraction)
+        self.status.setText(f"Done in {outcome.seconds:.1f} s: {self.result_panel.summary()}")
 
     # ------------------------------------------------------------------ keys
     def _bind_keys(self) -> None:
         actions = {
-            "Shift-Up": lambda _v: self.step_threshold(1),
-            "Shift-Down": lambda _v: self.step_threshold(-1),
-            "Shift-H": lambda _v: self.toggle_heatmaps(),
+            "Shift-Up": lambda _v: self.result_panel.step_threshold(1),
+            "Shift-Down": lambda _v: self.result_panel.step_threshold(-1),
+            "Shift-H": lambda _v: self.result_panel.toggle_heatmaps(),
             "Shift-D": lambda _v: self.run(),
         }
         for key, func in actions.items():
@@ -388,7 +392,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         return {"detect": {
             "model": str(loaded.path), "models": [str(m.path) for m in self._models],
             "maps": list(res.outcome.maps), "primary": res.map_name,
-            "threshold": res.threshold, "lesions": self.table.rowCount(),
+            "threshold": res.threshold, "lesions": self.result_panel.table.rowCount(),
             "seconds": res.outcome.seconds,
             "heatmap_layers": [la.name for la in res.heatmaps.values()],
             "mask_layer": res.mask.layer.name if res.mask.layer is not None else None,

@@ -1,4 +1,4 @@
-"""The Detect widget's controls: scan, models, predictors, mask options, run row, result box.
+"""The Detect widget's controls: scan, models, predictors, mask options, run row.
 
 Kept apart from :mod:`.detect` (which runs jobs and owns the layers) so the form - what the
 user can choose and how it reads back as :class:`PredictorOptions` - is in one place.
@@ -23,26 +23,19 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QSlider,
     QSpinBox,
     QVBoxLayout,
 )
 
 from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
 from ..predictors.registry import DEFAULT_PREDICTORS, PredictorOptions
-from .lesion_table import LesionTable
+from .detect_result import SHORTCUT_HELP
 
 ENSEMBLE_CHOICES = (("none", "none"), ("reference", "mean, normalized on normal data"),
                     ("zscore", "mean of z-scored maps"),
                     ("rank", "mean of rank-normalized maps"))
 THRESHOLD_MODES = (("normal", "from normal data (fraction)"), ("fixed", "fixed value"))
-SHORTCUTS = {
-    "Shift-Up": "raise the threshold",
-    "Shift-Down": "lower the threshold",
-    "Shift-H": "show or hide the heatmap of the map the mask follows",
-    "Shift-D": "run detection",
-}
-SLIDER_STEPS = 1000
+SHORTCUTS = {**SHORTCUT_HELP, "Shift-D": "run detection"}
 
 
 def shortcut_help(*keys: str) -> str:
@@ -53,7 +46,8 @@ class DetectFormMixin:
     """Builds the Detect widget's controls and reads the user's choices back.
 
     Mixed into :class:`.detect.DetectWidget` (a QWidget); the handlers it connects
-    (``run``, ``_on_slider``...) live there and in :class:`.detect_result.DetectResultMixin`.
+    (``run``, ``cancel``...) live there; the Result box is a child widget,
+    :class:`.detect_result.ResultPanel` (``w.result_panel``).
     """
 
     # ------------------------------------------------------------------ building
@@ -81,8 +75,12 @@ class DetectFormMixin:
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
 
-        self._result_box = self._build_result_box()
-        lay.addWidget(self._result_box)
+        from .detect_result import ResultPanel
+
+        self.result_panel = ResultPanel(self.viewer, self._min_size)
+        self.result_panel.setToolTip("Keyboard shortcuts in the viewer: "
+                                     + shortcut_help(*SHORTCUTS))
+        lay.addWidget(self.result_panel)
         self._connect_form()
         self._sync_enabled()
 
@@ -177,44 +175,14 @@ class DetectFormMixin:
         mf.addRow(self.median)
         return post
 
-    def _build_result_box(self) -> QGroupBox:
-        res = QGroupBox("Result")
-        rl = QFormLayout(res)
-        self.map_combo = QComboBox()
-        self.map_combo.setToolTip("The map the mask and lesion table follow; only its heatmap "
-                                  "is shown, the others stay listed in the layer list "
-                                  f"({shortcut_help('Shift-H')})")
-        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
-        self.threshold_slider.setRange(0, SLIDER_STEPS)
-        self.threshold_slider.setToolTip(
-            "Live threshold of the mask (no recomputation). "
-            + shortcut_help("Shift-Up", "Shift-Down") + "; " + shortcut_help("Shift-H"))
-        self.threshold_value = QLabel("-")
-        self.threshold_value.setWordWrap(True)
-        self.fill_mask = QCheckBox("Fill the mask (default: outline over the heat)")
-        self.fill_mask.setToolTip("Draw the mask filled instead of as an outline")
-        rl.addRow("Map", self.map_combo)
-        rl.addRow("Threshold", self.threshold_slider)
-        rl.addRow("", self.threshold_value)
-        rl.addRow(self.fill_mask)
-        self.table = LesionTable()
-        rl.addRow(self.table)
-        res.setToolTip("Keyboard shortcuts in the viewer: " + shortcut_help(*SHORTCUTS))
-        res.setEnabled(False)
-        return res
-
     def _connect_form(self) -> None:
         self._attach_model_menu()
         self.remove_model_button.clicked.connect(self.remove_selected_models)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.threshold_slider.valueChanged.connect(self._on_slider)
-        self.map_combo.currentTextChanged.connect(self._on_map_changed)
-        self.table.lesion_clicked.connect(self._on_lesion_clicked)
-        self.fill_mask.toggled.connect(self._on_fill_toggled)
         self.threshold_mode.currentIndexChanged.connect(self._sync_enabled)
-        self.min_size.valueChanged.connect(self._refresh_mask)
-        self.min_size_unit.currentIndexChanged.connect(self._refresh_mask)
+        self.min_size.valueChanged.connect(self.result_panel.refresh_mask)
+        self.min_size_unit.currentIndexChanged.connect(self.result_panel.refresh_mask)
 
     def _sync_enabled(self) -> None:
         fixed = self.threshold_mode.currentData() == "fixed"

@@ -13,12 +13,14 @@ over it, no ground truth (hidden, not removed), and a status line that ends with
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QSlider, QWidget
 
 from ._common import warn
-from .detect_form import SLIDER_STEPS
 from .heatmap_layers import (
     MaskLayer,
     hide_other_labels,
@@ -27,7 +29,14 @@ from .heatmap_layers import (
     tag_detection,
     upsert_heatmap,
 )
-from .lesion_table import focus_lesion, label_lesions, lesions_in
+from .lesion_table import LesionTable, focus_lesion, label_lesions, lesions_in
+
+SLIDER_STEPS = 1000
+SHORTCUT_HELP = {
+    "Shift-Up": "raise the threshold",
+    "Shift-Down": "lower the threshold",
+    "Shift-H": "show or hide the heatmap of the map the mask follows",
+}
 
 
 class DetectionResult:
@@ -63,17 +72,63 @@ def threshold_meaning(value: float, marked: int, region: int, calibrated: float 
     return text
 
 
-class DetectResultMixin:
-    """Showing a detection and following the threshold; mixed into the Detect widget."""
+class ResultPanel(QGroupBox):
+    """The Detect widget's Result box: which map the mask follows, the live threshold (and
+    what it means), outline or fill, the lesion table; it holds the last detection.
 
-    result: DetectionResult | None
+    A child widget of the Detect widget, not a mixin: it needs only the viewer and a way to
+    read the smallest lesion size (``min_size``, from the Mask box), so the result side can be
+    read and tested on its own.
+    """
 
-    def _show(self, source: Any, outcome: Any) -> None:
+    def __init__(self, viewer: Any, min_size: Callable[[], tuple[int, float]],
+                 parent: QWidget | None = None) -> None:
+        super().__init__("Result", parent)
+        self.viewer = viewer
+        self._min_size = min_size
+        self.result: DetectionResult | None = None
+        self._previous: dict[int, DetectionResult] = {}  # id(source) -> result, for reuse
+        self.last_update_ms = float("nan")
+        self._build()
+
+    def _build(self) -> None:
+        rl = QFormLayout(self)
+        self.map_combo = QComboBox()
+        self.map_combo.setToolTip("The map the mask and lesion table follow; only its heatmap "
+                                  "is shown, the others stay listed in the layer list "
+                                  f"(Shift-H: {SHORTCUT_HELP['Shift-H']})")
+        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
+        self.threshold_slider.setRange(0, SLIDER_STEPS)
+        self.threshold_slider.setToolTip(
+            "Live threshold of the mask (no recomputation). "
+            + "; ".join(f"{k}: {v}" for k, v in SHORTCUT_HELP.items()))
+        self.threshold_value = QLabel("-")
+        self.threshold_value.setWordWrap(True)
+        self.fill_mask = QCheckBox("Fill the mask (default: outline over the heat)")
+        self.fill_mask.setToolTip("Draw the mask filled instead of as an outline")
+        rl.addRow("Map", self.map_combo)
+        rl.addRow("Threshold", self.threshold_slider)
+        rl.addRow("", self.threshold_value)
+        rl.addRow(self.fill_mask)
+        self.table = LesionTable()
+        rl.addRow(self.table)
+        self.threshold_slider.valueChanged.connect(self._on_slider)
+        self.map_combo.currentTextChanged.connect(self._on_map_changed)
+        self.table.lesion_clicked.connect(self._on_lesion_clicked)
+        self.fill_mask.toggled.connect(self._on_fill_toggled)
+        self.setEnabled(False)
+
+    def show_result(self, source: Any, outcome: Any, normal_fraction: float | None) -> None:
+        """Show a finished job's maps over ``source`` (reusing our layers of a previous run on
+        it), hide what competes with them, and follow the primary map.
+
+        ``normal_fraction``: the fraction the thresholds were calibrated at (None: fixed).
+        """
         from ._common import layer_geometry
 
-        prev = self._previous_results.get(id(source))
+        prev = self._previous.get(id(source))
         res = DetectionResult(self.viewer, source, outcome, tuple(layer_geometry(source).scale))
-        res.normal_fraction = getattr(self, "_job_fraction", None)
+        res.normal_fraction = normal_fraction
         if prev is not None:  # reuse our layers: update in place rather than stacking
             res.heatmaps = prev.heatmaps
             res.mask = prev.mask
@@ -84,9 +139,9 @@ class DetectResultMixin:
                                                 threshold=outcome.thresholds.get(name),
                                                 visible=name == outcome.primary)
         res.hidden_labels = hide_other_labels(self.viewer, source, keep=res.mask.layer)
-        self._previous_results[id(source)] = res
+        self._previous[id(source)] = res
         self.result = res
-        self._result_box.setEnabled(True)
+        self.setEnabled(True)
         self.map_combo.blockSignals(True)
         self.map_combo.clear()
         self.map_combo.addItems(list(outcome.maps))
@@ -95,7 +150,7 @@ class DetectResultMixin:
         self._select_map(outcome.primary)
         self.viewer.layers.selection.active = res.mask.layer
 
-    def result_summary(self) -> str:
+    def summary(self) -> str:
         """The status line after a run: what was found, what was hidden, the next step."""
         res = self.result
         if res is None:
@@ -113,9 +168,15 @@ class DetectResultMixin:
         if self.result.mask.is_alive():
             style_mask(self.result.mask.layer, filled)
 
-    def _clear_result(self) -> None:
+    def forget(self, layer: Any) -> None:
+        """``layer`` left the viewer: drop what was computed on it."""
+        if self.result is not None and layer is self.result.source:
+            self.clear()
+        self._previous.pop(id(layer), None)
+
+    def clear(self) -> None:
         self.result = None
-        self._result_box.setEnabled(False)
+        self.setEnabled(False)
         self.table.set_rows([])
 
     def _on_map_changed(self, name: str) -> None:
@@ -203,7 +264,8 @@ class DetectResultMixin:
         if heat is not None and heat in self.viewer.layers:
             tag_detection(heat, **fields)
 
-    def _refresh_mask(self, *_: Any) -> None:
+    def refresh_mask(self, *_: Any) -> None:
+        """Redo the mask with the current threshold (the Mask box's size options changed)."""
         if self.result is not None and self.result.mask.is_alive():
             self._update_mask()
 
