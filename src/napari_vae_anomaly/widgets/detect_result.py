@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,20 +40,20 @@ SHORTCUT_HELP = {
 }
 
 
+@dataclass
 class DetectionResult:
-    """The last finished job: its source layer, maps, layers and current threshold."""
+    """The detection shown: its source layer, the job's outcome, our layers, the threshold."""
 
-    def __init__(self, viewer: Any, source: Any, outcome: Any, spacing: tuple[float, ...]):
-        self.source = source
-        self.outcome = outcome
-        self.spacing = spacing  # napari (z, y, x) order
-        self.heatmaps: dict[str, Any] = {}
-        self.mask = MaskLayer(viewer, source)
-        self.map_name = outcome.primary
-        self.threshold = float("nan")
-        self.limits = (0.0, 1.0)
-        self.normal_fraction: float | None = None  # the calibration's fraction, if calibrated
-        self.hidden_labels: list[str] = []  # ground truth & co hidden when the result came
+    source: Any
+    outcome: Any  # workers.detect_worker.DetectOutcome
+    spacing: tuple[float, ...]  # napari (z, y, x) order
+    mask: MaskLayer
+    heatmaps: dict[str, Any] = field(default_factory=dict)  # map name -> Image layer
+    map_name: str = ""  # the map the mask and table follow
+    threshold: float = float("nan")
+    limits: tuple[float, float] = (0.0, 1.0)  # the slider's range
+    normal_fraction: float | None = None  # the calibration's fraction, if calibrated
+    hidden_labels: list[str] = field(default_factory=list)  # hidden when the result came
 
 
 NEXT_STEP = ("Next: correct the mask with the paint tools (P paint, E erase), "
@@ -127,11 +128,12 @@ class ResultPanel(QGroupBox):
         from ._common import layer_geometry
 
         prev = self._previous.get(id(source))
-        res = DetectionResult(self.viewer, source, outcome, tuple(layer_geometry(source).scale))
-        res.normal_fraction = normal_fraction
-        if prev is not None:  # reuse our layers: update in place rather than stacking
-            res.heatmaps = prev.heatmaps
-            res.mask = prev.mask
+        res = DetectionResult(
+            source, outcome, tuple(layer_geometry(source).scale),
+            mask=prev.mask if prev is not None else MaskLayer(self.viewer, source),
+            # our layers of a previous run are updated in place rather than stacked
+            heatmaps=prev.heatmaps if prev is not None else {},
+            map_name=outcome.primary, normal_fraction=normal_fraction)
         res.mask.filled = self.fill_mask.isChecked()
         for name, arr in outcome.maps.items():
             res.heatmaps[name] = upsert_heatmap(self.viewer, source, name, arr,
