@@ -365,6 +365,7 @@ def test_first_result_shows_one_translucent_heatmap_and_an_outline(setup, qtbot)
         assert [str(u) for u in layer.units] == ["millimeter"] * 3
         assert layer.axis_labels == scan.axis_labels
     assert viewer.dims.axis_labels == scan.axis_labels
+    assert [str(u) for u in viewer.dims.units] == ["millimeter"] * 3  # what the scale bar uses
     assert all(label.startswith("~") for label in scan.axis_labels)  # an oblique header
 
     widget.result_panel.fill_mask.setChecked(True)
