@@ -315,8 +315,10 @@ def test_first_result_shows_one_translucent_heatmap_and_an_outline(setup, qtbot)
     """One heat (the map the mask follows), the others hidden but listed; the mask a cyan
     outline (fill on demand); ground truth hidden; the status ends with the next step."""
     viewer, widget, scan = setup
-    truth = viewer.add_labels(np.zeros(scan.data.shape, np.uint8), name="ground truth")
-    other = viewer.add_labels(np.zeros((4, 4, 4), np.uint8), name="unrelated grid")
+    # in mm, like every layer our reader makes (napari drops units that differ across layers)
+    truth = viewer.add_labels(np.zeros(scan.data.shape, np.uint8), name="ground truth",
+                              units="mm")
+    other = viewer.add_labels(np.zeros((4, 4, 4), np.uint8), name="unrelated grid", units="mm")
     run_and_wait(qtbot, widget)
     res = widget.result
     assert res.map_name == "rec"
