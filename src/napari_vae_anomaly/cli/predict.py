@@ -120,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ..io.read import read_volume
     from ..models.checkpoint import load_checkpoint
-    from ..models.domain import domain_warnings
     from ..postprocessing.mask import MaskOptions, postprocess
     from ..predictors.calibration import normal_thresholds
     from ..predictors.pipeline import ENSEMBLE_KEY, predict_volume
@@ -177,8 +176,7 @@ def run(args: argparse.Namespace) -> int:
                            file=sys.stderr)
                 continue
             vol = read_volume(src, strict=args.strict)
-            for note in volume_notes(vol, src) + domain_warnings(vol.data, vol.geometry.scale,
-                                                                 models):
+            for note in volume_notes(vol, src, models):
                 tqdm.write(f"predict: warning: {note}", file=sys.stderr)
             if args.format == DICOM_SEG:  # refuse before the expensive part
                 check_dicom_input(vol, paths["mask"].name)
