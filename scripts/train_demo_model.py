@@ -9,6 +9,10 @@ optimizer steps (8000: what the default model reaches in ``--time-budget 900`` o
 CPU), not a time, so the same command on the same torch version gives the same file. At the
 end the trainer measures the maps of the held-out normal subjects (the normal reference that
 normalizes ensembles and sets thresholds) and stores them in the checkpoint.
+Training also records the data profile of the 24 subjects (``training.data.profile``: size,
+spacing, foreground fraction, intensity distribution) that the domain check compares scans
+with. The file in the repository was trained before that; ``scripts/stamp_demo_profile.py``
+added the same profile to its card without retraining (weights byte-identical, verified).
 
 Size: the one departure from the defaults is the width - features (16, 32, 64, 64) and latent
 64 instead of (16, 32, 64, 256) and 256: 0.41 M parameters, under 3 MB with the reference

@@ -330,3 +330,39 @@ def test_all_nan_refused(tmp_path):
                         Geometry.identity(3))
     with pytest.raises(VolumeReadError, match=r"^void\.mha: every voxel is NaN or infinite$"):
         read_volume(path)
+
+
+# --------------------------------------------------------------------------- orientation
+@pytest.mark.parametrize(("direction", "labels", "mirrored"), [
+    ((1, 0, 0, 0, 1, 0, 0, 0, 1), ("I→S", "A→P", "R→L"), False),  # LPS
+    ((-1, 0, 0, 0, -1, 0, 0, 0, 1), ("I→S", "P→A", "L→R"), True),  # RAS
+    ((1, 0, 0, 0, 0, -1, 0, 1, 0), ("P→A", "I→S", "R→L"), False),  # coronal slices
+    ((0, 0, -1, 1, 0, 0, 0, -1, 0), ("L→R", "S→I", "A→P"), False),  # sagittal slices
+])
+def test_anatomical_axis_labels_follow_the_direction_matrix(direction, labels, mirrored):
+    from napari_vae_anomaly.io.geometry import anatomical_axis_labels, orientation_note
+
+    g = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), direction)
+    assert anatomical_axis_labels(g) == labels
+    note = orientation_note(g)
+    assert (note is not None and "left-right flipped" in note) == mirrored
+
+
+def test_axis_labels_of_a_2d_image_and_an_oblique_scan(oblique_geometry):
+    from napari_vae_anomaly.io.geometry import anatomical_axis_labels, orientation_note
+
+    assert anatomical_axis_labels(Geometry.identity(2)) == ("A→P", "R→L")
+    assert orientation_note(Geometry.identity(2)) is None
+    labels = anatomical_axis_labels(oblique_geometry)
+    assert len(labels) == 3 and all(label.startswith("~") for label in labels)
+    assert "oblique scan shown without its rotation" in orientation_note(oblique_geometry)
+
+
+def test_grid_description_lists_every_figure_in_one_axis_order():
+    g = Geometry((0.9, 1.1, 3.0), (-91.5, 12.25, 40.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert g.describe_grid((10, 20, 30)) == [
+        "axes (z, y, x): I→S, A→P, R→L (LPS)",
+        "size: 10 x 20 x 30 voxels, 30.0 x 22.0 x 27.0 mm",
+        "spacing: 3 x 1.1 x 0.9 mm",
+        "origin: (40.0, 12.2, -91.5) mm",
+    ]

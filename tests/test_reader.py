@@ -69,18 +69,37 @@ def test_image_layer_carries_scale_translate_and_full_geometry(
     assert stored.origin == pytest.approx(oblique_geometry.origin, abs=1e-12)
     assert stored.direction == pytest.approx(oblique_geometry.direction, abs=1e-12)
     assert meta["channel"] is None and meta["channels"] == []
+    code = oblique_geometry.orientation_code()
     assert records() == [(
         "warning",
-        "case_007: oblique scan displayed axis-aligned (its rotation is not shown); masks and "
-        "images saved from it keep the original orientation",
+        f"case_007: oblique scan shown without its rotation (nearest orientation {code}); "
+        "saved masks keep the true geometry",
     )]
+    assert kwargs["units"] == ("mm", "mm", "mm")
+    assert all(label.startswith("~") for label in kwargs["axis_labels"])  # approximate
 
 
 def test_axis_aligned_scan_gives_no_notification(tmp_path, scan, npe2_read, records):
     path = write_volume(tmp_path / "plain.mha", scan, Geometry.identity(3, (1.0, 1.0, 2.0)))
     (_data, kwargs, _t), = npe2_read(path)
     assert kwargs["scale"] == (2.0, 1.0, 1.0)
+    assert kwargs["axis_labels"] == ("I→S", "A→P", "R→L")  # LPS: the radiological view
+    assert kwargs["units"] == ("mm", "mm", "mm")
     assert records() == []
+
+
+def test_left_right_flipped_scan_is_labelled_and_noted(tmp_path, scan, npe2_read, records):
+    """A RAS-stored scan is drawn mirrored compared with an LPS one: its labels say so and
+    the user is told once."""
+    ras = Geometry((1.0, 1.0, 2.0), (90.0, 126.0, -72.0), (-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    path = write_volume(tmp_path / "ras.nii.gz", scan, ras)
+    (_data, kwargs, _t), = npe2_read(path)
+    assert kwargs["axis_labels"] == ("I→S", "P→A", "L→R")
+    assert records() == [(
+        "warning",
+        "ras: left-right flipped (RAS) scan: the patient's right is on the screen's right, "
+        "mirrored compared with the radiological view; see the axis labels",
+    )]
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,7 @@ def set_quantile(widget, q: float) -> float:
     """Put the threshold at quantile ``q`` of the shown map's foreground values (model-proof)."""
     out = widget.result.outcome
     t = float(np.quantile(out.maps[widget.result.map_name][out.foreground], q))
-    widget.set_threshold(t)
+    widget.result_panel.set_threshold(t)
     return t
 
 
@@ -139,12 +139,12 @@ def test_run_adds_heatmaps_and_mask_with_the_scan_geometry(setup, qtbot):
         np.testing.assert_allclose(la.translate, scan.translate)
         assert Geometry.from_metadata(la.metadata) == src_geo
     heat = viewer.layers["scan rec"]
-    assert heat.colormap.name == "inferno" and heat.blending == "additive"
+    assert heat.colormap.name == "anomaly heat" and heat.blending == "translucent"
     assert heat.contrast_limits[0] < heat.contrast_limits[1]
     mask = viewer.layers["scan anomaly mask"]
     # the initial threshold is the calibrated one (1 % of normal reference voxels)
-    assert np.isfinite(widget.threshold())
-    assert widget.result.outcome.thresholds["rec"] == pytest.approx(widget.threshold())
+    assert np.isfinite(widget.result_panel.threshold())
+    assert widget.result.outcome.thresholds["rec"] == pytest.approx(widget.result_panel.threshold())
     # heatmaps are not offered as scans
     assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["scan"]
 
@@ -152,14 +152,14 @@ def test_run_adds_heatmaps_and_mask_with_the_scan_geometry(setup, qtbot):
     set_quantile(widget, 0.9)
     before = labelled(mask)
     assert before > 0
-    t = widget.threshold()
-    widget.threshold_slider.setValue(widget.threshold_slider.value() + 100)
-    assert widget.threshold() > t
+    t = widget.result_panel.threshold()
+    widget.result_panel.threshold_slider.setValue(widget.result_panel.threshold_slider.value() + 100)
+    assert widget.result_panel.threshold() > t
     after = labelled(mask)
     assert after < before
-    assert not np.any(mask.data[widget.result.outcome.maps["rec"] <= widget.threshold()])
+    assert not np.any(mask.data[widget.result.outcome.maps["rec"] <= widget.result_panel.threshold()])
     assert viewer.layers["scan anomaly mask"] is mask  # updated in place
-    assert widget.table.rowCount() == len(np.unique(mask.data)) - 1
+    assert widget.result_panel.table.rowCount() == len(np.unique(mask.data)) - 1
 
     # rerun: our layers are updated in place, not stacked
     n_layers = len(viewer.layers)
@@ -193,14 +193,14 @@ def test_edited_mask_is_never_overwritten(setup, qtbot, messages):
     mask.data_setitem((np.array([3]), np.array([5]), np.array([5])), 9)  # a user's stroke
     edited = mask.data.copy()
 
-    widget.threshold_slider.setValue(max(widget.threshold_slider.value() - 100, 0))
+    widget.result_panel.threshold_slider.setValue(max(widget.result_panel.threshold_slider.value() - 100, 0))
     assert "scan anomaly mask [2]" in viewer.layers
     np.testing.assert_array_equal(mask.data, edited)
     assert any(lv == "warning" and "scan anomaly mask [2]" in m for lv, m in messages)
 
     # the new layer is ours and unedited: the next move updates it in place
     n_layers = len(viewer.layers)
-    widget.threshold_slider.setValue(widget.threshold_slider.value() + 50)
+    widget.result_panel.threshold_slider.setValue(widget.result_panel.threshold_slider.value() + 50)
     assert len(viewer.layers) == n_layers
 
     # an edit without napari events (in-place numpy write) is caught by the checksum
@@ -240,9 +240,9 @@ def test_lesion_row_click_selects_label_and_moves_to_its_slice(setup, qtbot):
     viewer, widget, scan = setup
     run_and_wait(qtbot, widget)
     set_quantile(widget, 0.97)
-    assert widget.table.rowCount() > 0
-    row = widget.table.rows[-1]  # the smallest lesion: probably not on the current slice
-    widget.table.cellClicked.emit(len(widget.table.rows) - 1, 0)
+    assert widget.result_panel.table.rowCount() > 0
+    row = widget.result_panel.table.rows[-1]  # the smallest lesion: probably not on the current slice
+    widget.result_panel.table.cellClicked.emit(len(widget.result_panel.table.rows) - 1, 0)
     mask = widget.result.mask.layer
     assert mask.selected_label == row.label
     world = np.asarray(mask.data_to_world(row.centroid_voxel))
@@ -302,15 +302,96 @@ def test_shortcuts_threshold_and_heatmap_visibility(setup, qtbot):
     t0 = set_quantile(widget, 0.95)
     n0 = labelled(widget.result.mask.layer)
     viewer.keymap[_key_bindings()[0]](viewer)  # Shift-Up
-    assert widget.threshold() > t0
+    assert widget.result_panel.threshold() > t0
     assert labelled(widget.result.mask.layer) <= n0
     viewer.keymap[_key_bindings()[1]](viewer)  # Shift-Down
-    assert widget.threshold() == pytest.approx(t0, rel=1e-6, abs=1e-9)
+    assert widget.result_panel.threshold() == pytest.approx(t0, rel=1e-6, abs=1e-9)
+    shown = widget.result.heatmaps[widget.result.map_name]
     viewer.keymap[_key_bindings()[2]](viewer)  # Shift-H
     assert not any(la.visible for la in widget.result.heatmaps.values())
     viewer.keymap[_key_bindings()[2]](viewer)
-    assert all(la.visible for la in widget.result.heatmaps.values())
-    assert "Shift-Up" in widget.threshold_slider.toolTip()
+    assert [la for la in widget.result.heatmaps.values() if la.visible] == [shown]
+
+
+def test_first_result_shows_one_translucent_heatmap_and_an_outline(setup, qtbot):
+    """One heat (the map the mask follows), the others hidden but listed; the mask a cyan
+    outline (fill on demand); ground truth hidden; the status ends with the next step."""
+    viewer, widget, scan = setup
+    # in mm, like every layer our reader makes (napari drops units that differ across layers)
+    truth = viewer.add_labels(np.zeros(scan.data.shape, np.uint8), name="ground truth",
+                              units="mm")
+    other = viewer.add_labels(np.zeros((4, 4, 4), np.uint8), name="unrelated grid", units="mm")
+    run_and_wait(qtbot, widget)
+    res = widget.result
+    assert res.map_name == "rec"
+    assert {n: la.visible for n, la in res.heatmaps.items()} == {"rec": True, "kl_grad": False}
+    heat = res.heatmaps["rec"]
+    assert heat.blending == "translucent"
+    assert heat.colormap.colors[0][3] == 0.0 and heat.colormap.colors[-1][3] > 0.9
+    fg = res.outcome.foreground
+    lo, hi = heat.contrast_limits
+    values = res.outcome.maps["rec"][fg]
+    # robust: from the foreground's median at least, up to its maximum (or the threshold)
+    assert np.quantile(values, 0.5) <= lo < hi <= max(values.max(), widget.result_panel.threshold())
+    mask = res.mask.layer
+    assert mask.contour == 2
+    assert np.allclose(mask.colormap.map(np.array([1, 2, 7]))[:, :3], [0, 1, 1])
+    assert mask.colormap.map(np.array([0]))[0, 3] == 0
+    assert not truth.visible and other.visible
+    assert "hidden: ground truth" in widget.status.text()
+    assert widget.status.text().endswith("then File > Save Selected Layers.")
+    from napari_vae_anomaly.workers.detect_worker import DetectProgress
+
+    widget._on_progress(DetectProgress(0, 1, "thresholds"))  # Qt may deliver it late
+    assert widget.status.text().endswith("then File > Save Selected Layers.")
+
+    class ReentrantBar:  # napari's bar can process events: the result lands mid-update
+        total, n = 0, 0
+
+        def update(self, _n):
+            widget.status.setText("final")
+
+        def set_description(self, _text):
+            pass
+
+    job, source = widget._job, widget._job_source
+    widget._job_source = scan
+    widget._job = type("FakeJob", (), {"pbar": ReentrantBar()})()
+    widget._on_progress(DetectProgress(1, 2, "maps"))
+    assert widget.status.text() == "final"
+    widget._job, widget._job_source = job, source
+    assert "% of this scan's foreground" in widget.result_panel.threshold_value.text()
+    assert f"flags {100 * DEFAULT_NORMAL_FRACTION:.3g} % of normal tissue" in \
+        widget.result_panel.threshold_value.text()
+
+    # millimetres and anatomical axis labels on every layer (napari drops units that differ)
+    for layer in (heat, mask, res.heatmaps["kl_grad"]):
+        assert [str(u) for u in layer.units] == ["millimeter"] * 3
+        assert layer.axis_labels == scan.axis_labels
+    assert viewer.dims.axis_labels == scan.axis_labels
+    assert [str(u) for u in viewer.dims.units] == ["millimeter"] * 3  # what the scale bar uses
+    assert all(label.startswith("~") for label in scan.axis_labels)  # an oblique header
+
+    widget.result_panel.fill_mask.setChecked(True)
+    assert mask.contour == 0
+    widget.result_panel.fill_mask.setChecked(False)
+    assert mask.contour == 2
+
+    widget.result_panel.map_combo.setCurrentText("kl_grad")  # one click shows another map instead
+    assert {n: la.visible for n, la in res.heatmaps.items()} == {"rec": False, "kl_grad": True}
+
+
+def test_superseded_mask_is_hidden_after_edit_and_rerun(setup, qtbot):
+    viewer, widget, _ = setup
+    run_and_wait(qtbot, widget)
+    first = widget.result.mask.layer
+    first.data_setitem((np.array([3]), np.array([5]), np.array([5])), 9)  # a user's stroke
+    run_and_wait(qtbot, widget)
+    second = widget.result.mask.layer
+    assert second is not first and second.name == "scan anomaly mask [2]"
+    assert not first.visible and second.visible and second.contour == 2
+    assert first.data[3, 5, 5] == 9  # kept, only hidden
+    assert "Shift-Up" in widget.result_panel.threshold_slider.toolTip()
 
 
 def test_settings_persist_between_sessions(make_napari_viewer, tmp_path, tiny_checkpoint):
@@ -360,15 +441,15 @@ def test_live_threshold_update_time_on_a_full_size_volume(make_napari_viewer):
     widget = DetectWidget(viewer)
     widget.min_size.setValue(8)
     outcome = DetectOutcome({"rec": score}, "rec", {"rec": 0.99}, fg)
-    widget._show(scan, outcome)
+    widget.result_panel.show_result(scan, outcome, None)
     times = []
     for step in (500, 520, 540, 560, 580):
         t0 = time.perf_counter()
-        widget.threshold_slider.setValue(step)
+        widget.result_panel.threshold_slider.setValue(step)
         times.append((time.perf_counter() - t0) * 1000)
     print(f"\nlive threshold update on {shape}: median {np.median(times):.0f} ms "
-          f"(widget-measured {widget.last_update_ms:.0f} ms)")
-    assert widget.table.rowCount() >= 1
+          f"(widget-measured {widget.result_panel.last_update_ms:.0f} ms)")
+    assert widget.result_panel.table.rowCount() >= 1
     assert np.median(times) < 2000  # generous bound for a loaded CI machine; goal 150 ms
 
 
@@ -387,8 +468,8 @@ def test_works_with_the_public_only_viewer_proxy_plugins_get(
     assert summary["maps"] == ["rec"] and summary["mask_layer"] == "scan anomaly mask"
     assert "scan rec" in viewer.layers and "scan anomaly mask" in viewer.layers
     set_quantile(widget, 0.97)
-    widget.table.cellClicked.emit(0, 0)
-    assert widget.result.mask.layer.selected_label == widget.table.rows[0].label
+    widget.result_panel.table.cellClicked.emit(0, 0)
+    assert widget.result.mask.layer.selected_label == widget.result_panel.table.rows[0].label
     widget.shutdown()
 
 
@@ -459,9 +540,9 @@ def test_evaluation_opened_after_edits_calibrates_on_exactly_the_edited_slices(s
         idx = (np.full(25, z), ys[:25], xs[:25])
         mask.data_setitem(idx, 1)
     edited = mask.data.copy()
-    widget.threshold_slider.setValue(max(widget.threshold_slider.value() - 50, 0))
+    widget.result_panel.threshold_slider.setValue(max(widget.result_panel.threshold_slider.value() - 50, 0))
     assert "scan anomaly mask [2]" in viewer.layers  # the edit was kept
-    t_detect = widget.threshold()
+    t_detect = widget.result_panel.threshold()
 
     ev = EvaluationWidget(viewer)
     qtbot.addWidget(ev)
@@ -479,3 +560,18 @@ def test_evaluation_opened_after_edits_calibrates_on_exactly_the_edited_slices(s
     np.testing.assert_array_equal(mask.data, edited)  # the corrected layer is unchanged
     np.testing.assert_allclose(new.scale, mask.scale)
     assert new.data.shape == mask.data.shape and new.data.any()
+
+
+def test_a_scan_unlike_the_training_data_is_warned_about_once_and_still_run(setup, qtbot,
+                                                                              messages):
+    viewer, widget, _ = setup
+    widget.models[0].card["training"] = {"data": {"shapes": [[24, 48, 48]],
+                                                  "spacing": [[0.2, 0.2, 0.2]]}}
+    run_and_wait(qtbot, widget)
+    warned = [m for lv, m in messages if lv == "warning" and "unlike the data model" in m]
+    assert warned == ["scan: this scan is unlike the data model 'tiny' was trained on: voxel "
+                      "spacing 3 x 1.1 x 0.9 mm, unlike the training data's 0.2 x 0.2 x 0.2 mm. "
+                      "Its maps may mean little"]
+    assert widget.result is not None  # a warning, not a refusal
+    run_and_wait(qtbot, widget)
+    assert len([m for _, m in messages if "unlike the data model" in m]) == 1

@@ -64,7 +64,8 @@ def test_load_nifti_keeps_geometry_and_describes_it(widget, tmp_path, oblique_ge
     _assert_same_grid(layer, oblique_geometry)
     text = widget.info_text.toPlainText()
     assert "12 x 24 x 28" in text
-    assert "0.9 x 1.1 x 3" in text  # ITK-ordered spacing from Geometry.describe()
+    assert "spacing: 3 x 1.1 x 0.9 mm" in text  # (z, y, x), like the size
+    assert "origin: (40.0, 12.2, -91.5) mm" in text
     assert "oblique" in text
     assert "float32" in text
     assert f"{data.max():.4g}" in text  # intensity range
@@ -128,7 +129,7 @@ def test_widget_acts_on_already_open_layer(widget, oblique_geometry, notes):
     data = _scan()
     widget.viewer.add_image(data, name="open", **oblique_geometry.layer_kwargs())
     assert widget.layer_combo.currentText() == "open"
-    assert "0.9 x 1.1 x 3" in widget.info_text.toPlainText()
+    assert "spacing: 3 x 1.1 x 0.9 mm" in widget.info_text.toPlainText()
     mask = widget.add_foreground_mask()
     _assert_same_grid(mask, oblique_geometry)
     # a plain layer without geometry metadata still gets its scale/translate copied

@@ -118,6 +118,10 @@ def test_training_finishes_writes_loadable_model_and_shows_card(widget, qtbot, t
     text = widget.card_text.toPlainText()
     assert "beta: 0.5" in text and "likelihood: laplace" in text
     assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
+    # ... and the Detect widget's model menu offers it
+    from napari_vae_anomaly.models.catalog import trained_models
+
+    assert trained_models()[0] == out.resolve()
 
 
 def test_stop_keeps_best_model(widget, qtbot, tmp_path, notes):

@@ -95,11 +95,12 @@ def _layers_for(path: str | os.PathLike) -> list[LayerData]:
 
 
 def _warn_oblique(volume: Any, name: str) -> None:
-    if volume.geometry.is_oblique():
-        _notify_warning(
-            f"{name}: oblique scan displayed axis-aligned (its rotation is not shown); "
-            "masks and images saved from it keep the original orientation"
-        )
+    """Tell the user when the display is not the usual radiological view (oblique or RAS)."""
+    from .io.geometry import orientation_note
+
+    note = orientation_note(volume.geometry)
+    if note:
+        _notify_warning(f"{name}: {note}")
 
 
 def _is_seg(path: str | os.PathLike) -> bool:

@@ -88,11 +88,14 @@ def write_case(outputs: dict[Path, np.ndarray], geometry: Any, overwrite: bool) 
             s.discard()
 
 
-def volume_notes(volume: Any, source: str | os.PathLike) -> list[str]:
-    """What the reader noted (series chosen, uneven slices, NaN replaced) and, for files with
-    several channels, which one is used."""
+def volume_notes(volume: Any, source: str | os.PathLike, models: Sequence[Any] = ()) -> list[str]:
+    """What the reader noted (series chosen, uneven slices, NaN replaced), for files with
+    several channels which one is used, and how the scan differs from each model's training
+    data (:mod:`..models.domain`)."""
+    from ..models.domain import domain_warnings
+
     notes = list(volume.notes)
     if len(volume.channels) > 1:
         notes.append(f"{Path(source).name}: {len(volume.channels)} channels; used channel "
                      f"{volume.channel}")
-    return notes
+    return notes + domain_warnings(volume.data, volume.geometry.scale, models)

@@ -46,7 +46,7 @@ def load_case(job: Job, src: str, case: str, emit: Any) -> tuple[Any, dict[str, 
         return None, paths, (f"kept, {existing[0].name} exists ({len(existing)} output(s) of "
                              "this case; --overwrite replaces them)")
     vol = read_volume(src, strict=args.strict)
-    for note in volume_notes(vol, src):
+    for note in volume_notes(vol, src, job.models):
         emit(f"predict: warning: {note}")
     if args.format == DICOM_SEG:  # refuse before the expensive part
         check_dicom_input(vol, paths["mask"].name)

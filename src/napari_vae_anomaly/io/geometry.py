@@ -9,6 +9,12 @@ Display choice: napari layers get ``scale`` and ``translate`` only; the directio
 *not* applied for display (oblique rotations slice poorly in 2-D). Every layer keeps the full
 geometry in ``layer.metadata["geometry"]`` so that anything saved from it lands exactly on the
 scan in other tools. :meth:`Geometry.is_oblique` tells the reader when to warn the user.
+
+Orientation shown, not hidden: without the rotation, napari draws index order, so a scan stored
+left-right flipped (RAS, as many NIfTI tools write) appears mirrored compared with an LPS one.
+Every layer therefore gets anatomical axis labels from the direction matrix
+(:func:`anatomical_axis_labels`, e.g. ``"I→S"``: the index runs from inferior to superior) and
+units in mm, and :func:`orientation_note` words the cases a reader must be told about.
 """
 
 from __future__ import annotations
@@ -19,6 +25,51 @@ from typing import Any
 import numpy as np
 
 METADATA_KEY = "geometry"
+UNIT = "mm"
+# ITK's world is LPS: +x toward the patient's Left, +y Posterior, +z Superior
+_TOWARD = (("R", "L"), ("A", "P"), ("I", "S"))  # (where -axis points, where +axis points)
+
+
+def anatomical_axis_labels(geometry: Geometry) -> tuple[str, ...]:
+    """napari-ordered labels saying where each array axis runs, e.g. ``("I→S", "A→P", "R→L")``
+    for an LPS scan: the index grows from the first letter toward the second.
+
+    From the nearest world axis of each direction column; an oblique axis gets a ``~`` prefix
+    (approximate). Axes beyond three (time, channels) keep a plain ``axis k`` label.
+    """
+    d = geometry.direction_matrix
+    labels = []
+    for col in range(geometry.ndim):
+        v = d[:, col]
+        world = int(np.argmax(np.abs(v)))
+        if world >= 3:
+            labels.append(f"axis {col}")
+            continue
+        neg, pos = _TOWARD[world]
+        text = f"{neg}→{pos}" if v[world] > 0 else f"{pos}→{neg}"
+        approx = abs(abs(v[world]) - 1.0) > 1e-4
+        labels.append(("~" if approx else "") + text)
+    return tuple(labels[::-1])
+
+
+def orientation_note(geometry: Geometry) -> str | None:
+    """A short warning when the display differs from the usual radiological view, else None.
+
+    napari draws the last array axis left to right. When that axis runs toward the patient's
+    right (a RAS-stored scan), the patient's right appears on the screen's right: mirrored
+    compared with the radiological convention most viewers use. Oblique scans are drawn
+    without their rotation.
+    """
+    if geometry.ndim < 2:
+        return None
+    if geometry.is_oblique():
+        return (f"oblique scan shown without its rotation (nearest orientation "
+                f"{geometry.orientation_code()}); saved masks keep the true geometry")
+    horizontal = anatomical_axis_labels(geometry)[-1]
+    if horizontal == "L→R":
+        return ("left-right flipped (RAS) scan: the patient's right is on the screen's right, "
+                "mirrored compared with the radiological view; see the axis labels")
+    return None
 
 
 @dataclass(frozen=True)
@@ -173,10 +224,13 @@ class Geometry:
         }
 
     def layer_kwargs(self) -> dict[str, Any]:
-        """napari layer keyword arguments: scale, translate and the geometry in metadata."""
+        """napari layer keyword arguments: scale, translate, units (mm), anatomical axis
+        labels and the geometry in metadata."""
         return {
             "scale": self.scale,
             "translate": self.translate,
+            "units": (UNIT,) * self.ndim,
+            "axis_labels": anatomical_axis_labels(self),
             "metadata": {METADATA_KEY: self.to_dict()},
         }
 
@@ -186,6 +240,21 @@ class Geometry:
         image.SetOrigin(self.origin)
         image.SetDirection(self.direction)
         return image
+
+    def describe_grid(self, shape: tuple[int, ...]) -> list[str]:
+        """Lines for humans with size, extent, spacing and origin all in the array's (z, y, x)
+        order, each axis named by where it runs (:func:`anatomical_axis_labels`)."""
+        labels = anatomical_axis_labels(self)
+        axes = ", ".join(labels)
+        size = " x ".join(str(n) for n in shape)
+        extent = " x ".join(f"{n * s:.1f}" for n, s in zip(shape, self.scale, strict=False))
+        orient = "oblique" if self.is_oblique() else self.orientation_code()
+        return [
+            f"axes (z, y, x): {axes} ({orient})",
+            f"size: {size} voxels, {extent} mm",
+            "spacing: " + " x ".join(f"{s:.3g}" for s in self.scale) + " mm",
+            "origin: (" + ", ".join(f"{o:.1f}" for o in self.translate) + ") mm",
+        ]
 
     def describe(self) -> str:
         """One line for humans: spacing, origin and orientation."""

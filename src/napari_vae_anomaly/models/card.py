@@ -39,6 +39,19 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _profile_line(profile: dict[str, Any]) -> str:
+    """Size and spacing of the training volumes (z, y, x): what a scan should resemble."""
+    def span(pair: list[Any], unit: str = "") -> str:
+        lo, hi = (" x ".join(f"{v:.3g}" for v in side) for side in pair)
+        return f"{lo}{unit}" if lo == hi else f"{lo} to {hi}{unit}"
+
+    try:
+        return (f"Training volumes: {span(profile['shape'])} voxels, spacing "
+                f"{span(profile['spacing'], ' mm')}")
+    except (TypeError, ValueError, KeyError, IndexError):
+        return "Training volumes: profile unreadable"
+
+
 def summarize_card(card: dict[str, Any]) -> str:
     """A few readable lines (for the GUI's model card view and ``--verbose`` CLI output)."""
     lines: list[str] = []
@@ -65,6 +78,9 @@ def summarize_card(card: dict[str, Any]) -> str:
             f"training + {data.get('val_slices', '?')} validation slices "
             f"(split by {data.get('split', '?')})"
         )
+    profile = data.get("profile") or {}
+    if isinstance(profile, dict) and profile.get("shape") and profile.get("spacing"):
+        lines.append(_profile_line(profile))
     hist = tr.get("history") or []
     if hist:
         last = hist[-1]

@@ -63,6 +63,9 @@ def check_card(card: dict[str, Any]) -> None:
         raise CardError("model card training history must be a list of objects")
     if training.get("data") is not None and not isinstance(training["data"], dict):
         raise CardError("model card training data must be an object")
+    profile = (training.get("data") or {}).get("profile")
+    if profile is not None and not isinstance(profile, dict):
+        raise CardError("model card training data profile must be an object")
 
 
 def architecture_from_card(card: dict[str, Any]) -> VAEConfig:

@@ -130,7 +130,9 @@ def collect_slices(
             raise VolumeReadError(
                 f"{len(masks)} lesion mask(s) for {len(items)} volume(s); give one mask per volume"
             )
-    images, fgs, ids, shapes, spacings, names = [], [], [], [], [], []
+    from ..models.domain import data_profile, volume_profile
+
+    images, fgs, ids, shapes, spacings, names, profiles = [], [], [], [], [], [], []
     dropped = 0
     for i, item in enumerate(items):
         volume, name = load_volume(item)
@@ -151,6 +153,7 @@ def collect_slices(
         shapes.append(list(volume.data.shape))
         spacings.append([float(s) for s in volume.geometry.spacing])
         names.append(Path(name).name if name not in ("array", "volume") else name)
+        profiles.append(volume_profile(volume.data, volume.geometry.scale))  # domain check
     all_images = np.concatenate(images) if images else np.zeros((0, 1, preprocess.size, preprocess.size), np.float32)
     summary = {
         "volumes": len(items),
@@ -159,6 +162,7 @@ def collect_slices(
         "shapes": shapes,
         "spacing": spacings,
         "lesion_slices_dropped": dropped,
+        "profile": data_profile(profiles),  # what Detect and predict compare scans with
     }
     if all_images.shape[0] < 2:
         raise VolumeReadError(

@@ -114,6 +114,7 @@ def geometry_kwargs(layer: Any) -> dict[str, Any]:
     geo = layer_geometry(layer)
     kw = geo.layer_kwargs()
     kw["metadata"] = {METADATA_KEY: geo.to_dict()}
+    kw["units"], kw["axis_labels"] = tuple(str(u) for u in layer.units), tuple(layer.axis_labels)
     return kw
 
 

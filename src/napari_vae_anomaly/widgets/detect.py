@@ -10,7 +10,8 @@ a mask the user edited is never overwritten; the threshold slider re-thresholds 
 map without recomputing anything. Keyboard shortcuts on the viewer: see :data:`SHORTCUTS`.
 
 In three modules: this one (jobs, models, scan list, keys, settings, closing),
-:mod:`.detect_form` (the controls) and :mod:`.detect_result` (result layers, threshold).
+:mod:`.detect_form` (the controls) and :mod:`.detect_result` (the Result box, a child widget
+holding the last result: its layers and the live threshold).
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ from qtpy.QtWidgets import QFileDialog, QListWidgetItem, QWidget
 
 from ._common import connect_layer_list, error, info, report_error, warn
 from .detect_form import SHORTCUTS, DetectFormMixin  # noqa: F401 - SHORTCUTS re-exported
-from .detect_result import DetectionResult, DetectResultMixin
+from .detect_result import DetectionResult
 from .heatmap_layers import is_scan_layer
-from .settings import load_detect_settings, model_dialog_folder, open_settings, save_detect_settings
+from .settings import (
+    load_detect_settings,
+    model_dialog_folder,
+    open_settings,
+    recent_models,
+    save_detect_settings,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -37,12 +44,13 @@ if TYPE_CHECKING:
 ABORT_WAIT_S = 2.0
 
 
-class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
+class DetectWidget(DetectFormMixin, QWidget):
     """Choose scan, models, predictors; run; inspect heatmaps, mask and lesions.
 
-    The controls come from :class:`.detect_form.DetectFormMixin`, showing a result and the
-    live threshold from :class:`.detect_result.DetectResultMixin`; this class runs the jobs,
-    manages the models and the scan list, key bindings, settings and closing.
+    The controls come from :class:`.detect_form.DetectFormMixin`; showing a result and the
+    live threshold is the child widget :class:`.detect_result.ResultPanel`
+    (``self.result_panel``); this class runs the jobs, manages the models and the scan list,
+    key bindings, settings and closing.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, settings: QSettings | None = None,
@@ -59,10 +67,10 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         self._scan_layers: list[Any] = []
         self._job: Any = None
         self._job_source: Any = None
+        self._job_fraction: float | None = None  # the calibration fraction of the running job
         self._progress_bar: Any = None
-        self.result: DetectionResult | None = None
-        self._previous_results: dict[int, DetectionResult] = {}  # id(source) -> result, for reuse
-        self.last_update_ms = float("nan")
+        self._recent: list[str] = recent_models(self._settings)
+        self._domain_checked: set[tuple[int, int]] = set()  # (scan, model) pairs warned about
         self._build()
         self._refresh_layers()
         connect_layer_list(self.viewer, self._refresh_layers_safe)
@@ -100,11 +108,18 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         layer = event.value
         if self._job is not None and layer is self._job_source and self._job.running:
             self._job.request_stop()  # its results would have nowhere to go
-        if self.result is not None and layer is self.result.source:
-            self._clear_result()
-        self._previous_results.pop(id(layer), None)
+        self.result_panel.forget(layer)
 
     # ------------------------------------------------------------------ models
+    def _attach_model_menu(self) -> None:
+        from ..models.catalog import model_entries
+        from .model_menu import attach_model_menu
+
+        self.model_menu = attach_model_menu(
+            self.add_model_button,
+            lambda: model_entries(self.preferences.model_folder, self._recent),
+            self.add_model_path, self._choose_models)
+
     def _choose_models(self) -> None:
         start = model_dialog_folder(self._settings, self.preferences)
         paths, _ = QFileDialog.getOpenFileNames(self, "Add model", start,
@@ -132,8 +147,12 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         item.setToolTip(f"{path}\nbeta {c.beta:g}, {c.likelihood} likelihood, size {c.size}\n\n"
                         f"{loaded.summary()}")
         self.model_list.addItem(item)
+        from ..models.catalog import push_recent
+
+        self._recent = push_recent(self._recent, path)
         if self._settings is not None:
             self._settings.setValue("model_dir", str(path.parent))
+            self._settings.setValue("recent_models", self._recent)
         return loaded
 
     def remove_selected_models(self) -> None:
@@ -184,7 +203,9 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             report_error(exc, "Cannot detect")
             return
         self._save_settings()
+        self._warn_domain(source, data, request.geometry)
         self._job_source = source
+        self._job_fraction = request.fraction if request.threshold_mode == "normal" else None
         self._job_t0 = time.perf_counter()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -195,6 +216,20 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             on_error=self._on_error, on_finish=self._on_finish,
             description=f"Detect anomalies: {source.name}",
         )
+
+    def _warn_domain(self, source: Any, data: np.ndarray, geometry: Any) -> None:
+        """Warn (once per scan and model) when the scan is unlike a model's training data."""
+        from ..models.domain import domain_warnings
+
+        fresh = [m for m in self._models if (id(source), id(m)) not in self._domain_checked]
+        self._domain_checked.update((id(source), id(m)) for m in fresh)
+        for message in domain_warnings(data, geometry.scale, fresh):
+            warn(f"{source.name}: {message}")
+
+    @property
+    def result(self) -> DetectionResult | None:
+        """The detection shown in the Result box (None before the first run)."""
+        return self.result_panel.result
 
     @property
     def job(self) -> Any:
@@ -210,8 +245,12 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             self.status.setText("Cancelling at the next batch...")
 
     def _on_progress(self, p: Any) -> None:
-        if self._closed:
+        # Progress of a job whose result is in must not overwrite the final status line. The
+        # status is written before the activity bar: updating napari's bar can process
+        # events, and so run _on_done (and its final status) in the middle of this call.
+        if self._closed or self._job_source is None:
             return
+        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
         pbar = self._job.pbar if self._job is not None else None
         if pbar is not None and p.total > 0:
             if pbar.total != p.total:
@@ -219,7 +258,6 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             pbar.n = min(p.done, p.total)
             pbar.update(0)  # emits the value event the activity bar listens to
             pbar.set_description(f"Detect: {p.stage}")
-        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
 
     def _on_error(self, exc: BaseException) -> None:
         if self._closed:
@@ -255,15 +293,15 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             info("Detection cancelled")
             self.status.setText("Cancelled")
             return
-        self._show(source, outcome)
-        self.status.setText(f"Done in {outcome.seconds:.1f} s on {source.name}")
+        self.result_panel.show_result(source, outcome, self._job_fraction)
+        self.status.setText(f"Done in {outcome.seconds:.1f} s: {self.result_panel.summary()}")
 
     # ------------------------------------------------------------------ keys
     def _bind_keys(self) -> None:
         actions = {
-            "Shift-Up": lambda _v: self.step_threshold(1),
-            "Shift-Down": lambda _v: self.step_threshold(-1),
-            "Shift-H": lambda _v: self.toggle_heatmaps(),
+            "Shift-Up": lambda _v: self.result_panel.step_threshold(1),
+            "Shift-Down": lambda _v: self.result_panel.step_threshold(-1),
+            "Shift-H": lambda _v: self.result_panel.toggle_heatmaps(),
             "Shift-D": lambda _v: self.run(),
         }
         for key, func in actions.items():
@@ -348,7 +386,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         return {"detect": {
             "model": str(loaded.path), "models": [str(m.path) for m in self._models],
             "maps": list(res.outcome.maps), "primary": res.map_name,
-            "threshold": res.threshold, "lesions": self.table.rowCount(),
+            "threshold": res.threshold, "lesions": self.result_panel.table.rowCount(),
             "seconds": res.outcome.seconds,
             "heatmap_layers": [la.name for la in res.heatmaps.values()],
             "mask_layer": res.mask.layer.name if res.mask.layer is not None else None,

@@ -1,4 +1,4 @@
-"""The Detect widget's controls: scan, models, predictors, mask options, run row, result box.
+"""The Detect widget's controls: scan, models, predictors, mask options, run row.
 
 Kept apart from :mod:`.detect` (which runs jobs and owns the layers) so the form - what the
 user can choose and how it reads back as :class:`~..detection.DetectionSettings` - is in
@@ -25,25 +25,18 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QSlider,
     QSpinBox,
     QVBoxLayout,
 )
 
 from ..detection import DetectionSettings
-from .lesion_table import LesionTable
+from .detect_result import SHORTCUT_HELP
 
 ENSEMBLE_CHOICES = (("none", "none"), ("reference", "mean, normalized on normal data"),
                     ("zscore", "mean of z-scored maps"),
                     ("rank", "mean of rank-normalized maps"))
 THRESHOLD_MODES = (("normal", "from normal data (fraction)"), ("fixed", "fixed value"))
-SHORTCUTS = {
-    "Shift-Up": "raise the threshold",
-    "Shift-Down": "lower the threshold",
-    "Shift-H": "show or hide the heatmaps",
-    "Shift-D": "run detection",
-}
-SLIDER_STEPS = 1000
+SHORTCUTS = {**SHORTCUT_HELP, "Shift-D": "run detection"}
 EXTRA_MEDIAN = 5  # the size the "extra median" box asks for
 #: every default (and the tooltips' wording) comes from the core settings
 DEFAULTS = DetectionSettings()
@@ -58,7 +51,8 @@ class DetectFormMixin:
     """Builds the Detect widget's controls and reads the user's choices back.
 
     Mixed into :class:`.detect.DetectWidget` (a QWidget); the handlers it connects
-    (``run``, ``_on_slider``...) live there and in :class:`.detect_result.DetectResultMixin`.
+    (``run``, ``cancel``...) live there; the Result box is a child widget,
+    :class:`.detect_result.ResultPanel` (``w.result_panel``).
     """
 
     # ------------------------------------------------------------------ building
@@ -86,8 +80,12 @@ class DetectFormMixin:
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
 
-        self._result_box = self._build_result_box()
-        lay.addWidget(self._result_box)
+        from .detect_result import ResultPanel
+
+        self.result_panel = ResultPanel(self.viewer, self._min_size)
+        self.result_panel.setToolTip("Keyboard shortcuts in the viewer: "
+                                     + shortcut_help(*SHORTCUTS))
+        lay.addWidget(self.result_panel)
         self._connect_form()
         self._sync_enabled()
 
@@ -98,7 +96,9 @@ class DetectFormMixin:
         self.model_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.model_list.setMaximumHeight(80)
         row = QHBoxLayout()
-        self.add_model_button = QPushButton("Add model...")
+        self.add_model_button = QPushButton("Add model")
+        self.add_model_button.setToolTip("The bundled demo model, the one just trained, recent "
+                                         "models, the preferences' model folder, or a file")
         self.remove_model_button = QPushButton("Remove")
         self.remove_model_button.setToolTip("Unload the selected models and free their memory")
         row.addWidget(self.add_model_button)
@@ -188,38 +188,14 @@ class DetectFormMixin:
         mf.addRow(self.median)
         return post
 
-    def _build_result_box(self) -> QGroupBox:
-        res = QGroupBox("Result")
-        rl = QFormLayout(res)
-        self.map_combo = QComboBox()
-        self.map_combo.setToolTip("The map the mask and lesion table follow "
-                                  f"({shortcut_help('Shift-H')})")
-        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
-        self.threshold_slider.setRange(0, SLIDER_STEPS)
-        self.threshold_slider.setToolTip(
-            "Live threshold of the mask (no recomputation). "
-            + shortcut_help("Shift-Up", "Shift-Down") + "; " + shortcut_help("Shift-H"))
-        self.threshold_value = QLabel("-")
-        rl.addRow("Map", self.map_combo)
-        rl.addRow("Threshold", self.threshold_slider)
-        rl.addRow("", self.threshold_value)
-        self.table = LesionTable()
-        rl.addRow(self.table)
-        res.setToolTip("Keyboard shortcuts in the viewer: " + shortcut_help(*SHORTCUTS))
-        res.setEnabled(False)
-        return res
-
     def _connect_form(self) -> None:
-        self.add_model_button.clicked.connect(self._choose_models)
+        self._attach_model_menu()
         self.remove_model_button.clicked.connect(self.remove_selected_models)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.threshold_slider.valueChanged.connect(self._on_slider)
-        self.map_combo.currentTextChanged.connect(self._on_map_changed)
-        self.table.lesion_clicked.connect(self._on_lesion_clicked)
         self.threshold_mode.currentIndexChanged.connect(self._sync_enabled)
-        self.min_size.valueChanged.connect(self._refresh_mask)
-        self.min_size_unit.currentIndexChanged.connect(self._refresh_mask)
+        self.min_size.valueChanged.connect(self.result_panel.refresh_mask)
+        self.min_size_unit.currentIndexChanged.connect(self.result_panel.refresh_mask)
 
     def _sync_enabled(self) -> None:
         fixed = self.threshold_mode.currentData() == "fixed"

@@ -13,9 +13,13 @@ Kept apart from the Detect widget so the rules live in one place:
 * a heatmap's default contrast limits colour only the high tail of the foreground
   (:func:`heatmap_limits`), so the heat reads as "anomalous", not as "brain";
 * rerunning updates our own heatmaps in place instead of stacking duplicates;
+* a first result reads at a glance: the heat is a translucent colormap (transparent below its
+  lower limit, so the scan shows through), the mask a single-colour outline
+  (:data:`MASK_COLOUR`, unlike the random palette of ground-truth labels) over it;
 * a Labels layer the user has edited is never overwritten: :class:`MaskLayer` notices edits
   (napari's ``paint`` event, replaced data, or a checksum of what we wrote that no longer
-  matches) and the next write goes to a new layer ``"<image> anomaly mask [2]"``.
+  matches) and the next write goes to a new layer ``"<image> anomaly mask [2]"``; the edited
+  one is then hidden (kept, one click away), so two masks never sit on top of each other.
 """
 
 from __future__ import annotations
@@ -26,9 +30,16 @@ from typing import Any
 import numpy as np
 
 TAG = "vae_anomaly"
-HEATMAP_COLORMAP = "inferno"
-HEATMAP_OPACITY = 0.6
-HEATMAP_BLENDING = "additive"
+HEATMAP_COLORMAP_NAME = "anomaly heat"
+# (position, RGBA): fully transparent at the lower contrast limit, so normal tissue keeps its
+# grey values, through translucent red to nearly opaque yellow at the upper limit
+HEATMAP_COLOURS = ((0.0, (0.55, 0.0, 0.0, 0.0)), (0.35, (0.9, 0.1, 0.0, 0.55)),
+                   (0.7, (1.0, 0.55, 0.0, 0.8)), (1.0, (1.0, 1.0, 0.35, 0.95)))
+HEATMAP_OPACITY = 0.85
+HEATMAP_BLENDING = "translucent"
+MASK_COLOUR = "cyan"  # one colour for every lesion; ground truth keeps napari's random palette
+MASK_CONTOUR = 2  # outline width in screen pixels; 0 = filled
+MASK_OPACITY = 0.9
 ROBUST_PERCENTILES = (1.0, 99.5)
 ORIGINAL_KEY = "anomaly_original_mask"  # read by the Evaluation widget
 # Default heat colouring: from the 92nd percentile of the foreground (or the threshold when it
@@ -36,6 +47,46 @@ ORIGINAL_KEY = "anomaly_original_mask"  # read by the Evaluation widget
 # inferno map adds nothing, so normal tissue stays uncoloured.
 HEAT_PERCENTILES = (92.0, 99.5)
 HEAT_FLOOR_PERCENTILE = 50.0
+
+
+def heatmap_colormap() -> Any:
+    """The translucent heat colormap (a napari Colormap; built on demand, napari is heavy)."""
+    from napari.utils.colormaps import Colormap
+
+    return Colormap([c for _, c in HEATMAP_COLOURS], name=HEATMAP_COLORMAP_NAME,
+                    controls=[p for p, _ in HEATMAP_COLOURS])
+
+
+def mask_colormap() -> Any:
+    """Every label in :data:`MASK_COLOUR`, the background transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: MASK_COLOUR, 0: "transparent"})
+
+
+def style_mask(layer: Any, filled: bool = False) -> None:
+    """Draw ``layer`` as a single-colour outline (or filled, on demand)."""
+    layer.colormap = mask_colormap()
+    layer.contour = 0 if filled else MASK_CONTOUR
+    layer.opacity = 0.5 if filled else MASK_OPACITY
+
+
+def hide_other_labels(viewer: Any, source: Any, keep: Any = None) -> list[str]:
+    """Hide Labels layers over ``source``'s grid that this plugin did not make (ground truth,
+    earlier annotations), so the first result shows only our mask; returns their names.
+
+    They stay in the layer list, one click on the eye icon away.
+    """
+    from napari.layers import Labels
+
+    shape = tuple(np.shape(source.data))
+    hidden = []
+    for layer in viewer.layers:
+        if (isinstance(layer, Labels) and layer is not keep and layer.visible
+                and role_of(layer) != "mask" and tuple(layer.data.shape) == shape):
+            layer.visible = False
+            hidden.append(layer.name)
+    return hidden
 
 
 def role_of(layer: Any) -> str | None:
@@ -69,6 +120,9 @@ def derived_kwargs(source: Any, role: str, map_name: str = "") -> dict[str, Any]
     return {
         "scale": tuple(float(s) for s in source.scale),
         "translate": tuple(float(t) for t in source.translate),
+        # the source's own units and labels: napari ignores units that differ across layers
+        "units": tuple(str(u) for u in source.units),
+        "axis_labels": tuple(source.axis_labels),
         "metadata": meta,
     }
 
@@ -165,13 +219,14 @@ def unique_layer_name(viewer: Any, base: str) -> str:
 def upsert_heatmap(
     viewer: Any, source: Any, map_name: str, data: np.ndarray,
     foreground: np.ndarray | None = None, existing: Any | None = None,
-    threshold: float | None = None,
+    threshold: float | None = None, visible: bool = True,
 ) -> Any:
     """Show ``data`` as the heatmap ``"<image> <map>"`` over ``source``; returns the layer.
 
     ``existing``: a heatmap layer this widget made earlier for the same source and map; it is
     updated in place when it is still in the viewer. ``threshold`` (the map's calibrated one)
     is stored in the tag and guides the contrast limits (:func:`heatmap_limits`).
+    ``visible``: whether the layer is shown (only the map the mask follows is, at first).
     """
     kwargs = derived_kwargs(source, "heatmap", map_name)
     t = float(threshold) if threshold is not None and np.isfinite(threshold) else None
@@ -180,14 +235,16 @@ def upsert_heatmap(
         existing.data = data
         existing.metadata.update(kwargs["metadata"])
         apply_heatmap_limits(existing, foreground, t)
+        existing.visible = visible
         return existing
     return viewer.add_image(
         data,
         name=f"{source.name} {map_name}",
-        colormap=HEATMAP_COLORMAP,
+        colormap=heatmap_colormap(),
         blending=HEATMAP_BLENDING,
         opacity=HEATMAP_OPACITY,
         contrast_limits=heatmap_limits(data, foreground, t),
+        visible=visible,
         **kwargs,
     )
 
@@ -209,6 +266,7 @@ class MaskLayer:
     def __init__(self, viewer: Any, source: Any) -> None:
         self.viewer = viewer
         self.source = source
+        self.filled = False  # the widget's "Fill mask" choice, applied to every new layer
         self.layer: Any | None = None
         self._written: np.ndarray | None = None
         self._checksum: int | None = None
@@ -234,18 +292,24 @@ class MaskLayer:
         return self.layer is not None and self.layer in self.viewer.layers
 
     def write(self, labels: np.ndarray) -> tuple[Any, bool]:
-        """Show ``labels``; returns (layer, new_layer_because_edited)."""
+        """Show ``labels``; returns (layer, new_layer_because_edited).
+
+        When the user's edited layer is kept, it is hidden: the new mask supersedes it on
+        screen, and two outlines on top of each other read as one confusing mask.
+        """
         kept_edited = self.is_alive() and self.is_edited()
         if self.is_alive() and not kept_edited:
             self.layer.data = labels
         else:
+            if kept_edited:
+                self.layer.visible = False
             self._detach()
             self.layer = self.viewer.add_labels(
                 labels,
                 name=unique_layer_name(self.viewer, self.base_name),
-                opacity=0.7,
                 **derived_kwargs(self.source, "mask"),
             )
+            style_mask(self.layer, self.filled)
             self.layer.events.paint.connect(self._on_paint)
         self.layer.metadata[ORIGINAL_KEY] = np.array(labels, copy=True)
         self._written = self.layer.data

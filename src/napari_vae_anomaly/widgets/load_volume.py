@@ -78,14 +78,7 @@ def describe_layer(layer: Any) -> str:
     """Multi-line summary of an image layer: size, geometry, intensities, dtype, notes."""
     data = np.asarray(layer.data)
     geo = layer_geometry(layer)
-    shape = " x ".join(str(s) for s in data.shape)
-    axes = "(z, y, x)" if data.ndim == 3 else "(y, x)" if data.ndim == 2 else ""
-    extent = " x ".join(f"{n * s:.1f}" for n, s in zip(data.shape, geo.scale, strict=False))
-    lines = [
-        f"layer: {layer.name}",
-        f"size: {shape} voxels {axes}, {extent} mm",
-        geo.describe(),
-    ]
+    lines = [f"layer: {layer.name}", *geo.describe_grid(data.shape)]  # one axis order
     if geo.is_oblique():
         lines.append("oblique direction: shown axis-aligned, exact geometry kept in metadata")
     rng = finite_range(data)

@@ -48,6 +48,11 @@ def _as_list(v: Any) -> list[str]:
     return [v] if isinstance(v, str) else [str(x) for x in v]
 
 
+def recent_models(s: QSettings | None) -> list[str]:
+    """The recently added model files, newest first (none where state is not kept)."""
+    return _as_list(s.value("recent_models", None)) if s is not None else []
+
+
 def model_dialog_folder(s: QSettings | None, prefs: Preferences) -> str:
     """Where 'Add model...' opens: the preferred model folder if it exists, else the last one."""
     if prefs.model_folder and Path(prefs.model_folder).expanduser().is_dir():

@@ -307,6 +307,9 @@ class TrainingWidget(TrainingFormMixin, QWidget):
             warn("Training ended before a model was saved.")
             self.status_label.setText("Ended without a saved model.")
             return
+        from ..models.catalog import remember_trained
+
+        remember_trained(path)  # offered at once in the Detect widget's model menu
         reason = _get(result, "stopped_reason", default="completed")
         best = _get(result, "best_val")
         extra = f", best validation loss {best:.4g}" if isinstance(best, int | float) else ""
