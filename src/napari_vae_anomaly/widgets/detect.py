@@ -205,7 +205,8 @@ class DetectWidget(DetectFormMixin, QWidget):
         self._save_settings()
         self._warn_domain(source, data, request.geometry)
         self._job_source = source
-        self._job_fraction = request.fraction if request.threshold_mode == "normal" else None
+        s = request.settings
+        self._job_fraction = s.normal_fraction if s.threshold is None else None
         self._job_t0 = time.perf_counter()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
