@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.utils import notifications
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QApplication, QComboBox, QListWidget, QListWidgetItem
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFrame,
+    QHeaderView,
+    QListWidget,
+    QListWidgetItem,
+    QScrollArea,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import AnomalyError
 from ..io.geometry import METADATA_KEY, Geometry
@@ -82,6 +93,49 @@ def when_alive(method: Callable[..., Any]) -> Callable[..., Any]:
             raise
 
     return call
+
+
+# --------------------------------------------------------------------- dock layout
+def scroll_layout(widget: QWidget) -> QVBoxLayout:
+    """Put a scroll area in ``widget`` and return the layout of the content inside it.
+
+    napari's dock then can shrink the panel below its content's height (the content scrolls)
+    instead of growing the whole window past the screen when several docks are open.
+    """
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    content = QWidget(area)
+    area.setWidget(content)
+    outer.addWidget(area)
+    widget.scroll_area = area  # type: ignore[attr-defined] - for tests and callers
+    return QVBoxLayout(content)
+
+
+def readable_headers(table: QTableWidget, tips: dict[str, str] | None = None) -> None:
+    """Column headers that are never elided: sized to their text (and the cells), resizable
+    by the user, the last one stretching; ``tips`` gives a header's tooltip by its text.
+
+    Call :func:`fit_columns` again after filling the table.
+    """
+    header = table.horizontalHeader()
+    header.setTextElideMode(Qt.TextElideMode.ElideNone)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    header.setStretchLastSection(True)
+    header.setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
+    for i in range(table.columnCount()):
+        item = table.horizontalHeaderItem(i)
+        if item is not None:
+            item.setToolTip((tips or {}).get(item.text(), item.text().replace("\n", " ")))
+    fit_columns(table)
+
+
+def fit_columns(table: QTableWidget) -> None:
+    """Every column at least as wide as its header text and its cells."""
+    table.resizeColumnsToContents()
 
 
 # --------------------------------------------------------------------- layers

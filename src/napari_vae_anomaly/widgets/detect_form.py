@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
 from ..predictors.registry import DEFAULT_PREDICTORS, PredictorOptions
+from ._common import scroll_layout
 from .lesion_table import LesionTable
 
 ENSEMBLE_CHOICES = (("none", "none"), ("reference", "mean, normalized on normal data"),
@@ -58,7 +59,7 @@ class DetectFormMixin:
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = scroll_layout(self)
         form = QFormLayout()
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("Scan to analyse (heatmaps made by this plugin are not listed)")

@@ -44,7 +44,17 @@ from qtpy.QtWidgets import (
 )
 
 from ..study.calibrate import Calibration, calibrate, edited_slices
-from ._common import LayerCombo, LayerList, info, report_error, user_errors, warn
+from ._common import (
+    LayerCombo,
+    LayerList,
+    fit_columns,
+    info,
+    readable_headers,
+    report_error,
+    scroll_layout,
+    user_errors,
+    warn,
+)
 from .heatmap_layers import ORIGINAL_KEY, TAG, unique_layer_name  # keys the Detect widget writes
 
 if TYPE_CHECKING:
@@ -55,9 +65,18 @@ COLUMNS = (
     ("auprc", "AUPRC"),
     ("threshold", "threshold"),
     ("dice", "Dice @ threshold"),
-    ("oracle_dice", "oracle Dice (best, on these labels)"),
-    ("slice_auroc_max", "slice AUROC (max)"),
+    ("oracle_dice", "oracle Dice\n(best, on these labels)"),
+    ("slice_auroc_max", "slice AUROC\n(max)"),
 )
+HEADER_TIPS = {
+    "AUROC": "Area under the ROC curve over the voxels counted (inside the foreground)",
+    "AUPRC": "Area under the precision-recall curve (average precision)",
+    "threshold": "The map's threshold used for Dice",
+    "Dice @ threshold": "Dice of the map thresholded at the threshold column",
+    "oracle Dice\n(best, on these labels)":
+        "Best Dice over all thresholds on these very labels: an upper bound, not the method's Dice",
+    "slice AUROC\n(max)": "Slice-level AUROC from each slice's maximum score",
+}
 
 
 def _fmt(v: Any) -> str:
@@ -90,7 +109,7 @@ class EvaluationWidget(QWidget):
         self.calibration: Calibration | None = None
         self.calibrated_layer: Any = None
 
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         form = QFormLayout()
         self.maps = LayerList(napari_viewer, accept=lambda ly: _is_image(ly) or _is_labels(ly))
         self.maps.setMaximumHeight(110)
@@ -121,6 +140,7 @@ class EvaluationWidget(QWidget):
         self.table.setHorizontalHeaderLabels([c[1] for c in COLUMNS])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(90)
+        readable_headers(self.table, HEADER_TIPS)
         layout.addWidget(self.table)
         self.notes = QLabel("")
         self.notes.setWordWrap(True)
@@ -263,7 +283,7 @@ class EvaluationWidget(QWidget):
         for i, row in enumerate(rows):
             for j, (key, _) in enumerate(COLUMNS):
                 self.table.setItem(i, j, QTableWidgetItem(_fmt(row.get(key))))
-        self.table.resizeColumnsToContents()
+        fit_columns(self.table)
         self.notes.setText("\n".join([*getattr(self, "_pending_notes", []), *evaluation.result.notes]))
         self.ax_roc.clear()
         self.ax_pr.clear()

@@ -27,7 +27,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -39,6 +38,7 @@ from ._common import (
     geometry_kwargs,
     info,
     layer_geometry,
+    scroll_layout,
     user_errors,
 )
 
@@ -157,7 +157,7 @@ class LoadVolumeWidget(QWidget):
         norm_box = QGroupBox("Preprocessing preview")
         norm_box.setLayout(norm_form)
 
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         layout.addLayout(buttons)
         layout.addLayout(form)
         layout.addWidget(QLabel("Volume"))

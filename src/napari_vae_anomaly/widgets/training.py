@@ -34,7 +34,16 @@ from qtpy.QtWidgets import (
 )
 
 from ..io.volume import Volume
-from ._common import LayerList, error, info, layer_geometry, report_error, warn, when_alive
+from ._common import (
+    LayerList,
+    error,
+    info,
+    layer_geometry,
+    report_error,
+    scroll_layout,
+    warn,
+    when_alive,
+)
 from .heatmap_layers import is_scan_layer
 from .loss_plot import LossPlot
 from .model_card import find_value, format_model_card
@@ -113,7 +122,7 @@ class TrainingWidget(TrainingFormMixin, QWidget):
         self._build_hyperparameters()
         self._build_run()
         self._build_model()
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         for box in (self.inputs_box, self.params_box, self.run_box, self.model_box):
             layout.addWidget(box)
         layout.addStretch(1)
