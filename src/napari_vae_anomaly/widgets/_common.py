@@ -50,18 +50,24 @@ def error(message: str) -> None:
     notifications.show_error(message)
 
 
+#: errors a user's input causes (a form left empty, a bad file): shown as their message only
+USER_ERRORS: tuple[type[BaseException], ...] = (AnomalyError, ValueError, OSError)
+
+
 def error_message(exc: BaseException) -> str:
-    """One line for the user: an AnomalyError's own message, else the type and message."""
-    if isinstance(exc, AnomalyError):
-        return str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    """One line for the user: the error's first line, never the exception's class name."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if isinstance(exc, USER_ERRORS):
+        return text or "invalid input"
+    return f"unexpected error ({text})" if text else "unexpected error (details in the log)"
 
 
 def report_error(exc: BaseException, context: str = "") -> None:
-    """Show ``exc`` as a one-line error notification (never a traceback for user errors)."""
-    if not isinstance(exc, AnomalyError):
-        log.exception("unexpected error %s", context, exc_info=exc)
+    """Show ``exc`` as a one-line error notification. A user error prints nothing else;
+    anything else (a bug) also goes to the log with its traceback, for a bug report."""
+    if not isinstance(exc, USER_ERRORS):
+        log.error("unexpected error %s", context, exc_info=exc)
     msg = error_message(exc)
     error(f"{context}: {msg}" if context else msg)
 
@@ -215,25 +221,46 @@ class _LayerFollower:
 
 class LayerCombo(_LayerFollower, QComboBox):
     """A combo box of the viewer's layers passing ``accept`` (default: Image layers) that
-    follows the layer list; ``optional`` adds a first "(none)" entry (``layer()`` -> None)."""
+    follows the layer list; ``optional`` adds a "(none)" entry (``layer()`` -> None) and
+    ``first`` other fixed entries before it (the widget gives them a meaning).
+
+    ``prefer``: until the user picks an entry, the newest layer passing it is chosen (else the
+    first entry), e.g. the detection's mask rather than a ground truth.
+    """
 
     def __init__(
         self, viewer: napari.viewer.Viewer, parent: Any = None,
         accept: Callable[[Any], bool] | None = None, optional: bool = False,
+        first: tuple[str, ...] = (), prefer: Callable[[Any], bool] | None = None,
     ) -> None:
         super().__init__(parent)
-        self._optional = optional
+        self._fixed = [*first, *([NONE] if optional else [])]
+        self._prefer = prefer
+        self.user_chose = False
+        self.activated.connect(self._chosen)
         self._follow(viewer, accept)
+
+    def _chosen(self, *_: Any) -> None:
+        self.user_chose = True
+
+    def _preferred(self) -> str | None:
+        if self._prefer is None or self.user_chose:
+            return None
+        names = [ly.name for ly in self._viewer.layers if self._accept(ly) and self._prefer(ly)]
+        return names[-1] if names else (self._fixed[0] if self._fixed else None)
 
     def refresh(self) -> None:
         current = self.currentText()
-        names = ([NONE] if self._optional else []) + self._layer_names()
+        names = self._fixed + self._layer_names()
         if names == self._item_names():
             return
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
-        if current in names:
+        preferred = self._preferred()
+        if preferred in names:
+            self.setCurrentText(preferred)
+        elif current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
         # announce the (possibly new) selection once
