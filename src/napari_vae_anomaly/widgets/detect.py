@@ -27,6 +27,7 @@ from ._common import connect_layer_list, error, info, report_error, warn
 from .detect_form import SHORTCUTS, DetectFormMixin  # noqa: F401 - SHORTCUTS re-exported
 from .detect_result import DetectionResult, DetectResultMixin
 from .heatmap_layers import is_scan_layer
+from .jobs import JobOwner
 from .settings import load_detect_settings, model_dialog_folder, open_settings, save_detect_settings
 
 if TYPE_CHECKING:
@@ -57,13 +58,13 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         self._release_after_job: list[Any] = []
         self._closed = False  # set on close: late worker signals must not touch dead widgets
         self._scan_layers: list[Any] = []
-        self._job: Any = None
         self._job_source: Any = None
         self._progress_bar: Any = None
         self.result: DetectionResult | None = None
         self._previous_results: dict[int, DetectionResult] = {}  # id(source) -> result, for reuse
         self.last_update_ms = float("nan")
         self._build()
+        self.jobs = JobOwner(self, self.status, "Detection", abort_wait_s=ABORT_WAIT_S)
         self._refresh_layers()
         connect_layer_list(self.viewer, self._refresh_layers_safe)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -160,7 +161,6 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
     # ------------------------------------------------------------------ running
     def run(self) -> None:
         """Start a detection on the selected scan (no-op with a message if not ready)."""
-        from ..workers._base import start_job
         from ..workers.detect_worker import DetectRequest, detect_job
         from ._common import layer_geometry
 
@@ -169,7 +169,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             return
         source = self.selected_layer()
         names = self.chosen_predictors()
-        problem = ("no image layer to analyse" if source is None else
+        problem = (_no_scan_problem(self.viewer) if source is None else
                    "no model: add one with 'Add model...'" if not self._models else
                    "no predictor chosen" if not names else "")
         if problem:
@@ -195,43 +195,33 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"Detecting on {source.name}...")
-        self._job = start_job(
+        self.jobs.start(
             detect_job, request,
-            on_yield=self._on_progress, on_return=self._on_done,
-            on_error=self._on_error, on_finish=self._on_finish,
+            on_progress=self._on_progress, on_done=self._on_done, on_finish=self._on_finish,
             description=f"Detect anomalies: {source.name}",
         )
 
     @property
+    def _job(self) -> Any:
+        return self.jobs.job
+
+    @property
     def job(self) -> Any:
-        return self._job
+        return self.jobs.job
 
     def is_running(self) -> bool:
         return self._job is not None and self._job.running
 
     def cancel(self) -> None:
         """Stop the job at the next batch; its partial result is discarded."""
-        if self._job is not None and self._job.running:
-            self._job.request_stop()
-            self.status.setText("Cancelling at the next batch...")
+        self.jobs.cancel()
 
-    def _on_progress(self, p: Any) -> None:
+    def _on_progress(self, p: Any) -> str | None:
         if self._closed:
-            return
-        pbar = self._job.pbar if self._job is not None else None
-        if pbar is not None and p.total > 0:
-            if pbar.total != p.total:
-                pbar.total = p.total
-            pbar.n = min(p.done, p.total)
-            pbar.update(0)  # emits the value event the activity bar listens to
-            pbar.set_description(f"Detect: {p.stage}")
-        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
-
-    def _on_error(self, exc: BaseException) -> None:
-        if self._closed:
-            return
-        report_error(exc, "Detection failed")
-        self.status.setText("Failed")
+            return None
+        if p.total > 0:
+            self.jobs.advance(p.done, p.total, f"Detect: {p.stage}")
+        return f"{p.stage}: {p.done}/{p.total}"
 
     def _on_finish(self) -> None:
         if self._release_after_job:
@@ -297,8 +287,7 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         if self._closed:
             return
         self._closed = True
-        if self._job is not None and self._job.running:
-            self._job.abort(wait_s=ABORT_WAIT_S)
+        self.jobs.close()
         self.unbind_keys()
         try:
             self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
@@ -359,6 +348,17 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
             "heatmap_layers": [la.name for la in res.heatmaps.values()],
             "mask_layer": res.mask.layer.name if res.mask.layer is not None else None,
         }}
+
+
+def _no_scan_problem(viewer: Any) -> str:
+    """Why no scan is listed: RGB images are named as unsupported."""
+    from napari.layers import Image
+
+    rgb = [ly.name for ly in viewer.layers if isinstance(ly, Image) and ly.rgb]
+    if rgb:
+        return (f"RGB image {rgb[0]!r} is not supported: the models read grey-value scans "
+                "(open the scan itself, or convert the image to grey values)")
+    return "no image layer to analyse"
 
 
 def _make_cleanup(viewer: Any, widget: DetectWidget) -> Any:

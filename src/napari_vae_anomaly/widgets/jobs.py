@@ -42,6 +42,7 @@ class JobOwner(QObject):
         self.abort_wait_s = abort_wait_s
         self.closed = False
         self.cancelled = False
+        self.stopping = False  # stop or cancel requested: progress lines no longer shown
         self._status = status
         self._in_bar = False
         widget.destroyed.connect(lambda *_: self.close())
@@ -77,7 +78,7 @@ class JobOwner(QObject):
         """Start ``func`` (see :func:`start_job`). ``on_progress`` returns the status text of
         a progress item; ``on_done`` gets the result unless the job was cancelled; errors
         become one notification; ``on_finish`` runs last, every time (buttons)."""
-        self.cancelled = False
+        self.cancelled = self.stopping = False
         self.job = start_job(
             func, *args,
             on_yield=self._guarded(lambda p: self._progress(p, on_progress)),
@@ -102,8 +103,8 @@ class JobOwner(QObject):
 
     def _progress(self, item: Any, on_progress: Callable[[Any], str | None] | None) -> None:
         text = on_progress(item) if on_progress is not None else None
-        # after the job's end (handled re-entrantly) or a cancel, progress has no say
-        if text and self.running and not self.cancelled:
+        # after the job's end (handled re-entrantly), a stop or a cancel, progress has no say
+        if text and self.running and not self.stopping:
             self.set_status(text)
 
     def _done(self, result: Any, on_done: Callable[[Any], None] | None) -> None:
@@ -152,6 +153,7 @@ class JobOwner(QObject):
         if not self.running:
             return False
         self.job.request_stop()
+        self.stopping = True
         self.set_status(note)
         return True
 

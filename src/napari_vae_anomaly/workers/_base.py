@@ -101,6 +101,7 @@ def start_job(
         _worker_class=StoppableGeneratorWorker,
         _progress={"desc": description} if description else True,
         _start_thread=False,
+        _ignore_errors=on_error is not None,  # handled: not re-raised into napari's console
         **kwargs,
     )
     worker.stop_event = stop
