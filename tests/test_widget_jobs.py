@@ -143,3 +143,11 @@ def test_detect_names_an_rgb_image_as_unsupported(make_napari_viewer, qtbot, not
     assert len(notes["error"]) == 1
     assert "RGB image 'photo' is not supported" in notes["error"][0]
     assert widget.job is None
+
+    from napari_vae_anomaly.widgets.load_volume import LoadVolumeWidget
+
+    load = LoadVolumeWidget(viewer)
+    qtbot.addWidget(load)
+    load.preview_normalization()
+    assert notes["error"][1] == ("RGB image 'photo' is not supported: "
+                                 "the models read grey-value scans.")

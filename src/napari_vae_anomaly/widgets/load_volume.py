@@ -189,7 +189,10 @@ class LoadVolumeWidget(QWidget):
         if layer is None:
             info("Open a volume or add an image layer first.")
             return None
-        if layer.rgb or np.asarray(layer.data).ndim not in (2, 3):
+        if layer.rgb:
+            error(f"RGB image '{layer.name}' is not supported: the models read grey-value scans.")
+            return None
+        if np.asarray(layer.data).ndim not in (2, 3):
             error(f"Layer '{layer.name}' is not a 2-D or 3-D grey-value image.")
             return None
         return layer
