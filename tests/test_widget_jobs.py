@@ -151,3 +151,28 @@ def test_detect_names_an_rgb_image_as_unsupported(make_napari_viewer, qtbot, not
     load.preview_normalization()
     assert notes["error"][1] == ("RGB image 'photo' is not supported: "
                                  "the models read grey-value scans.")
+
+
+def test_every_widget_uses_the_shared_layer_combo_which_follows_a_renamed_layer(
+        make_napari_viewer, qtbot):
+    from napari_vae_anomaly.widgets._common import LayerCombo
+    from napari_vae_anomaly.widgets.detect import DetectWidget
+    from napari_vae_anomaly.widgets.evaluation import EvaluationWidget
+    from napari_vae_anomaly.widgets.load_volume import LoadVolumeWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 8, 8), np.float32), name="a")
+    second = viewer.add_image(np.ones((4, 8, 8), np.float32), name="b")
+    detect = DetectWidget(viewer, settings=None)
+    widgets = [detect, EvaluationWidget(viewer), LoadVolumeWidget(viewer)]
+    for w in widgets:
+        qtbot.addWidget(w)
+        assert w.findChildren(LayerCombo), type(w).__name__
+    detect.select_layer(second)
+    second.name = "b renamed"
+    assert detect.selected_layer() is second
+    assert detect.image_combo.currentText() == "b renamed"
+    viewer.layers.remove("a")
+    assert detect.selected_layer() is second
+    assert [detect.image_combo.itemText(i) for i in range(detect.image_combo.count())] == [
+        "b renamed"]

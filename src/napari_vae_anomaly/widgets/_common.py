@@ -226,6 +226,8 @@ class LayerCombo(_LayerFollower, QComboBox):
 
     ``prefer``: until the user picks an entry, the newest layer passing it is chosen (else the
     first entry), e.g. the detection's mask rather than a ground truth.
+
+    The selection follows the layer itself, so renaming the chosen layer keeps it chosen.
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class LayerCombo(_LayerFollower, QComboBox):
         super().__init__(parent)
         self._fixed = [*first, *([NONE] if optional else [])]
         self._prefer = prefer
+        self._layers: list[Any] = []  # parallel to the items after the fixed entries
         self.user_chose = False
         self.activated.connect(self._chosen)
         self._follow(viewer, accept)
@@ -250,18 +253,22 @@ class LayerCombo(_LayerFollower, QComboBox):
         return names[-1] if names else (self._fixed[0] if self._fixed else None)
 
     def refresh(self) -> None:
-        current = self.currentText()
-        names = self._fixed + self._layer_names()
-        if names == self._item_names():
+        current_text, current = self.currentText(), self.layer()
+        layers = [ly for ly in self._viewer.layers if self._accept(ly)]
+        names = self._fixed + [ly.name for ly in layers]
+        if names == self._item_names() and layers == self._layers:
             return
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
+        self._layers = layers
         preferred = self._preferred()
         if preferred in names:
             self.setCurrentText(preferred)
-        elif current in names:
-            self.setCurrentText(current)
+        elif current is not None and any(ly is current for ly in layers):
+            self.select(current)
+        elif current_text in self._fixed:
+            self.setCurrentText(current_text)
         self.blockSignals(False)
         # announce the (possibly new) selection once
         self.currentTextChanged.emit(self.currentText())
@@ -270,10 +277,14 @@ class LayerCombo(_LayerFollower, QComboBox):
         return [self.itemText(i) for i in range(self.count())]
 
     def layer(self) -> Any | None:
-        name = self.currentText()
-        if name and name in self._viewer.layers:
-            return self._viewer.layers[name]
-        return None
+        """The chosen layer (None for a fixed entry or an empty list)."""
+        i = self.currentIndex() - len(self._fixed)
+        return self._layers[i] if 0 <= i < len(self._layers) else None
+
+    def select(self, layer: Any) -> None:
+        """Choose ``layer`` (it must pass the filter)."""
+        i = next(i for i, ly in enumerate(self._layers) if ly is layer)
+        self.setCurrentIndex(len(self._fixed) + i)
 
 
 class LayerList(_LayerFollower, QListWidget):

@@ -23,10 +23,9 @@ import numpy as np
 from qtpy.QtCore import QSettings
 from qtpy.QtWidgets import QFileDialog, QListWidgetItem, QWidget
 
-from ._common import connect_layer_list, error, info, report_error, warn
+from ._common import error, info, report_error, warn
 from .detect_form import SHORTCUTS, DetectFormMixin  # noqa: F401 - SHORTCUTS re-exported
 from .detect_result import DetectionResult, DetectResultMixin
-from .heatmap_layers import is_scan_layer
 from .jobs import JobOwner
 from .settings import load_detect_settings, model_dialog_folder, open_settings, save_detect_settings
 
@@ -57,7 +56,6 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         self._models: list[Any] = []  # LoadedModel, parallel to model_list rows
         self._release_after_job: list[Any] = []
         self._closed = False  # set on close: late worker signals must not touch dead widgets
-        self._scan_layers: list[Any] = []
         self._job_source: Any = None
         self._progress_bar: Any = None
         self.result: DetectionResult | None = None
@@ -65,37 +63,17 @@ class DetectWidget(DetectFormMixin, DetectResultMixin, QWidget):
         self.last_update_ms = float("nan")
         self._build()
         self.jobs = JobOwner(self, self.status, "Detection", abort_wait_s=ABORT_WAIT_S)
-        self._refresh_layers()
-        connect_layer_list(self.viewer, self._refresh_layers_safe)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self._load_settings()
         self._bind_keys()
         self.destroyed.connect(_make_cleanup(self.viewer, self))
 
     # ------------------------------------------------------------------ layers
-    def _refresh_layers_safe(self) -> None:
-        try:
-            self._refresh_layers()
-        except RuntimeError:  # Qt object already deleted
-            pass
-
-    def _refresh_layers(self) -> None:
-        current = self.selected_layer()
-        self._scan_layers = [layer for layer in self.viewer.layers if is_scan_layer(layer)]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems([layer.name for layer in self._scan_layers])
-        if current in self._scan_layers:
-            self.image_combo.setCurrentIndex(self._scan_layers.index(current))
-        self.image_combo.blockSignals(False)
-
     def selected_layer(self) -> Any | None:
-        i = self.image_combo.currentIndex()
-        layers = getattr(self, "_scan_layers", [])
-        return layers[i] if 0 <= i < len(layers) else None
+        return self.image_combo.layer() if hasattr(self, "image_combo") else None
 
     def select_layer(self, layer: Any) -> None:
-        self.image_combo.setCurrentIndex(self._scan_layers.index(layer))
+        self.image_combo.select(layer)
 
     def _on_layer_removed(self, event: Any) -> None:
         layer = event.value

@@ -30,7 +30,8 @@ from qtpy.QtWidgets import (
 
 from ..postprocessing.threshold import DEFAULT_NORMAL_FRACTION
 from ..predictors.registry import DEFAULT_PREDICTORS, PredictorOptions
-from ._common import scroll_layout
+from ._common import LayerCombo, scroll_layout
+from .heatmap_layers import is_scan_layer
 from .lesion_table import LesionTable
 
 ENSEMBLE_CHOICES = (("none", "none"), ("reference", "mean, normalized on normal data"),
@@ -61,7 +62,7 @@ class DetectFormMixin:
     def _build(self) -> None:
         lay = scroll_layout(self)
         form = QFormLayout()
-        self.image_combo = QComboBox()
+        self.image_combo = LayerCombo(self.viewer, accept=is_scan_layer)
         self.image_combo.setToolTip("Scan to analyse (heatmaps made by this plugin are not listed)")
         form.addRow("Image", self.image_combo)
         lay.addLayout(form)
