@@ -1,9 +1,10 @@
 """The Evaluation widget's background job: every metric and the ROC/PR curves of some maps.
 
 Plain functions over numpy arrays (no Qt, no layers): the widget copies the layers' data on
-the main thread, runs :func:`evaluate_maps` in a napari function worker and draws the returned
-:class:`MapsEvaluation` on the main thread. Pooled sklearn metrics over a few million voxels take
-a second or two, which would otherwise freeze the viewer.
+the main thread, runs :func:`evaluation_job` (one step per map, so Cancel takes effect between
+maps) in a napari generator worker and draws the returned :class:`MapsEvaluation` on the main
+thread. Pooled sklearn metrics over a few million voxels take a second or two, which would
+otherwise freeze the viewer.
 """
 
 from __future__ import annotations
