@@ -82,3 +82,69 @@ def test_heatmap_visible_on_lesion_not_elsewhere(make_napari_viewer, qtbot):
     row, col = _world_to_canvas(viewer, world[-2:], lesion.shape)
     window = lesion[max(row - 3, 0): row + 4, max(col - 3, 0): col + 4]
     assert window.any(), f"lesion centre maps to canvas ({row}, {col}) outside the lesion"
+
+
+# ----------------------------------------------------------------- every dock open
+SCREEN = (1920, 1080)  # (width, height) of the screen the four docks must fit
+
+
+def _docks(viewer, tabify: bool) -> dict:
+    from npe2 import PluginManager
+
+    from napari_vae_anomaly.demo import PLUGIN, dock_widgets
+
+    if tabify:  # as `make demo` opens them
+        return dock_widgets(viewer)
+    manifest = PluginManager.instance().get_manifest(PLUGIN)
+    return {c.display_name: viewer.window.add_plugin_dock_widget(PLUGIN, c.display_name)[1]
+            for c in manifest.contributions.widgets}
+
+
+def _header_overflow(table) -> list[str]:
+    """Header texts wider than their column (those napari would elide)."""
+    header = table.horizontalHeader()
+    fm = header.fontMetrics()
+    cut = []
+    for i in range(table.columnCount()):
+        text = table.horizontalHeaderItem(i).text()
+        width = max(fm.horizontalAdvance(line) for line in text.splitlines())
+        if header.sectionSize(i) < width:
+            cut.append(f"{text!r}: {header.sectionSize(i)} < {width}")
+    return cut
+
+
+@pytest.mark.parametrize("tabify", [True, False], ids=["tabified", "stacked"])
+def test_all_docks_fit_the_screen(make_napari_viewer, qtbot, tabify):
+    from qtpy.QtWidgets import QDockWidget, QScrollArea, QTableWidget
+
+    from napari_vae_anomaly._sample_data import sample_with_lesions
+
+    viewer = make_napari_viewer(show=True)
+    (img, img_kw, _), (truth, truth_kw, _) = sample_with_lesions()
+    viewer.add_image(img, **img_kw)
+    viewer.add_labels(truth, **truth_kw)
+    window = viewer.window._qt_window
+    window.resize(*SCREEN)
+    docked = _docks(viewer, tabify)
+    assert set(docked) == {"Load volume", "Train VAE", "Detect anomalies", "Evaluate"}
+    qtbot.wait(200)
+
+    # before scroll areas: 1278 px minimum height, the window grew to 1280 px (1212 px Train)
+    minimum = window.minimumSizeHint()
+    assert minimum.width() <= SCREEN[0] and minimum.height() <= SCREEN[1], minimum
+    assert (window.width(), window.height()) == SCREEN
+    shot = np.asarray(viewer.screenshot(canvas_only=False, flash=False))  # real rendering
+    assert shot.shape[0] <= SCREEN[1] and shot.shape[1] <= SCREEN[0], shot.shape
+    tables = []
+    for name, widget in docked.items():
+        assert isinstance(widget.scroll_area, QScrollArea), name
+        dock = widget.parent()
+        while not isinstance(dock, QDockWidget):
+            dock = dock.parent()
+        hint = dock.minimumSizeHint()
+        assert hint.height() < 200 and hint.width() < 200, (name, hint)  # shrinks; content scrolls
+        tables += widget.findChildren(QTableWidget)
+    assert len(tables) == 2  # the lesion table and the Evaluate table
+    for table in tables:
+        assert _header_overflow(table) == []
+        assert all(table.horizontalHeaderItem(i).toolTip() for i in range(table.columnCount()))

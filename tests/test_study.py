@@ -22,6 +22,7 @@ TINY = dict(
     size=32,
     features=(8, 16, 32),
     latent=16,
+    batch_size=64,
     extra={"n_reference": 1},
 )
 

@@ -269,6 +269,7 @@ def test_cancel_stops_the_worker(setup, qtbot, messages, monkeypatch):
     assert widget.job.worker.thread_done.wait(5)
     assert "scan energy" not in viewer.layers
     assert any("cancelled" in m for _, m in messages)
+    assert widget.status.text() == "Cancelled"  # not the last progress line
     assert widget.run_button.isEnabled()
 
 

@@ -106,15 +106,21 @@ class StudyConfig:
 
     @classmethod
     def quick(cls, out: str | Path, **changes: Any) -> StudyConfig:
-        """A smoke run: tiny model, few small volumes, two betas, short projection."""
+        """A smoke run: tiny model, few small volumes, two far-apart betas, short projection.
+
+        Batches of 16 for 20 epochs: long enough that the two betas differ (measured on the
+        phantom: rec AUROC 0.73 at beta 0.1, 0.59 at beta 5), where 6 epochs of batches of 64
+        (about ten steps) left both models at the same blurred mean image.
+        """
         base = dict(
             out=Path(out),
             n_normal=3,
             n_test=2,
             shape=(32, 64, 64),
-            betas=(0.1, 1.0),
+            betas=(0.1, 5.0),
             energy_steps=5,
-            epochs=6,
+            epochs=20,
+            batch_size=16,
             size=32,
             features=(8, 16, 32),
             latent=32,

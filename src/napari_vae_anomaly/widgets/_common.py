@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.utils import notifications
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QApplication, QComboBox, QListWidget, QListWidgetItem
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFrame,
+    QHeaderView,
+    QListWidget,
+    QListWidgetItem,
+    QScrollArea,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import AnomalyError
 from ..io.geometry import METADATA_KEY, Geometry
@@ -39,18 +50,24 @@ def error(message: str) -> None:
     notifications.show_error(message)
 
 
+#: errors a user's input causes (a form left empty, a bad file): shown as their message only
+USER_ERRORS: tuple[type[BaseException], ...] = (AnomalyError, ValueError, OSError)
+
+
 def error_message(exc: BaseException) -> str:
-    """One line for the user: an AnomalyError's own message, else the type and message."""
-    if isinstance(exc, AnomalyError):
-        return str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    """One line for the user: the error's first line, never the exception's class name."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if isinstance(exc, USER_ERRORS):
+        return text or "invalid input"
+    return f"unexpected error ({text})" if text else "unexpected error (details in the log)"
 
 
 def report_error(exc: BaseException, context: str = "") -> None:
-    """Show ``exc`` as a one-line error notification (never a traceback for user errors)."""
-    if not isinstance(exc, AnomalyError):
-        log.exception("unexpected error %s", context, exc_info=exc)
+    """Show ``exc`` as a one-line error notification. A user error prints nothing else;
+    anything else (a bug) also goes to the log with its traceback, for a bug report."""
+    if not isinstance(exc, USER_ERRORS):
+        log.error("unexpected error %s", context, exc_info=exc)
     msg = error_message(exc)
     error(f"{context}: {msg}" if context else msg)
 
@@ -82,6 +99,49 @@ def when_alive(method: Callable[..., Any]) -> Callable[..., Any]:
             raise
 
     return call
+
+
+# --------------------------------------------------------------------- dock layout
+def scroll_layout(widget: QWidget) -> QVBoxLayout:
+    """Put a scroll area in ``widget`` and return the layout of the content inside it.
+
+    napari's dock then can shrink the panel below its content's height (the content scrolls)
+    instead of growing the whole window past the screen when several docks are open.
+    """
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    content = QWidget(area)
+    area.setWidget(content)
+    outer.addWidget(area)
+    widget.scroll_area = area  # type: ignore[attr-defined] - for tests and callers
+    return QVBoxLayout(content)
+
+
+def readable_headers(table: QTableWidget, tips: dict[str, str] | None = None) -> None:
+    """Column headers that are never elided: sized to their text (and the cells), resizable
+    by the user, the last one stretching; ``tips`` gives a header's tooltip by its text.
+
+    Call :func:`fit_columns` again after filling the table.
+    """
+    header = table.horizontalHeader()
+    header.setTextElideMode(Qt.TextElideMode.ElideNone)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    header.setStretchLastSection(True)
+    header.setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
+    for i in range(table.columnCount()):
+        item = table.horizontalHeaderItem(i)
+        if item is not None:
+            item.setToolTip((tips or {}).get(item.text(), item.text().replace("\n", " ")))
+    fit_columns(table)
+
+
+def fit_columns(table: QTableWidget) -> None:
+    """Every column at least as wide as its header text and its cells."""
+    table.resizeColumnsToContents()
 
 
 # --------------------------------------------------------------------- layers
@@ -162,26 +222,54 @@ class _LayerFollower:
 
 class LayerCombo(_LayerFollower, QComboBox):
     """A combo box of the viewer's layers passing ``accept`` (default: Image layers) that
-    follows the layer list; ``optional`` adds a first "(none)" entry (``layer()`` -> None)."""
+    follows the layer list; ``optional`` adds a "(none)" entry (``layer()`` -> None) and
+    ``first`` other fixed entries before it (the widget gives them a meaning).
+
+    ``prefer``: until the user picks an entry, the newest layer passing it is chosen (else the
+    first entry), e.g. the detection's mask rather than a ground truth.
+
+    The selection follows the layer itself, so renaming the chosen layer keeps it chosen.
+    """
 
     def __init__(
         self, viewer: napari.viewer.Viewer, parent: Any = None,
         accept: Callable[[Any], bool] | None = None, optional: bool = False,
+        first: tuple[str, ...] = (), prefer: Callable[[Any], bool] | None = None,
     ) -> None:
         super().__init__(parent)
-        self._optional = optional
+        self._fixed = [*first, *([NONE] if optional else [])]
+        self._prefer = prefer
+        self._layers: list[Any] = []  # parallel to the items after the fixed entries
+        self.user_chose = False
+        self.activated.connect(self._chosen)
         self._follow(viewer, accept)
 
+    def _chosen(self, *_: Any) -> None:
+        self.user_chose = True
+
+    def _preferred(self) -> str | None:
+        if self._prefer is None or self.user_chose:
+            return None
+        names = [ly.name for ly in self._viewer.layers if self._accept(ly) and self._prefer(ly)]
+        return names[-1] if names else (self._fixed[0] if self._fixed else None)
+
     def refresh(self) -> None:
-        current = self.currentText()
-        names = ([NONE] if self._optional else []) + self._layer_names()
-        if names == self._item_names():
+        current_text, current = self.currentText(), self.layer()
+        layers = [ly for ly in self._viewer.layers if self._accept(ly)]
+        names = self._fixed + [ly.name for ly in layers]
+        if names == self._item_names() and layers == self._layers:
             return
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
+        self._layers = layers
+        preferred = self._preferred()
+        if preferred in names:
+            self.setCurrentText(preferred)
+        elif current is not None and any(ly is current for ly in layers):
+            self.select(current)
+        elif current_text in self._fixed:
+            self.setCurrentText(current_text)
         self.blockSignals(False)
         # announce the (possibly new) selection once
         self.currentTextChanged.emit(self.currentText())
@@ -190,10 +278,14 @@ class LayerCombo(_LayerFollower, QComboBox):
         return [self.itemText(i) for i in range(self.count())]
 
     def layer(self) -> Any | None:
-        name = self.currentText()
-        if name and name in self._viewer.layers:
-            return self._viewer.layers[name]
-        return None
+        """The chosen layer (None for a fixed entry or an empty list)."""
+        i = self.currentIndex() - len(self._fixed)
+        return self._layers[i] if 0 <= i < len(self._layers) else None
+
+    def select(self, layer: Any) -> None:
+        """Choose ``layer`` (it must pass the filter)."""
+        i = next(i for i, ly in enumerate(self._layers) if ly is layer)
+        self.setCurrentIndex(len(self._fixed) + i)
 
 
 class LayerList(_LayerFollower, QListWidget):

@@ -24,10 +24,10 @@ import numpy as np
 from qtpy.QtCore import QSettings
 from qtpy.QtWidgets import QFileDialog, QListWidgetItem, QWidget
 
-from ._common import connect_layer_list, error, info, report_error, warn
+from ._common import error, info, report_error, warn
 from .detect_form import SHORTCUTS, DetectFormMixin  # noqa: F401 - SHORTCUTS re-exported
 from .detect_result import DetectionResult
-from .heatmap_layers import is_scan_layer
+from .jobs import JobOwner
 from .settings import (
     load_detect_settings,
     model_dialog_folder,
@@ -64,45 +64,24 @@ class DetectWidget(DetectFormMixin, QWidget):
         self._models: list[Any] = []  # LoadedModel, parallel to model_list rows
         self._release_after_job: list[Any] = []
         self._closed = False  # set on close: late worker signals must not touch dead widgets
-        self._scan_layers: list[Any] = []
-        self._job: Any = None
         self._job_source: Any = None
         self._job_fraction: float | None = None  # the calibration fraction of the running job
         self._progress_bar: Any = None
         self._recent: list[str] = recent_models(self._settings)
         self._domain_checked: set[tuple[int, int]] = set()  # (scan, model) pairs warned about
         self._build()
-        self._refresh_layers()
-        connect_layer_list(self.viewer, self._refresh_layers_safe)
+        self.jobs = JobOwner(self, self.status, "Detection", abort_wait_s=ABORT_WAIT_S)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self._load_settings()
         self._bind_keys()
         self.destroyed.connect(_make_cleanup(self.viewer, self))
 
     # ------------------------------------------------------------------ layers
-    def _refresh_layers_safe(self) -> None:
-        try:
-            self._refresh_layers()
-        except RuntimeError:  # Qt object already deleted
-            pass
-
-    def _refresh_layers(self) -> None:
-        current = self.selected_layer()
-        self._scan_layers = [layer for layer in self.viewer.layers if is_scan_layer(layer)]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems([layer.name for layer in self._scan_layers])
-        if current in self._scan_layers:
-            self.image_combo.setCurrentIndex(self._scan_layers.index(current))
-        self.image_combo.blockSignals(False)
-
     def selected_layer(self) -> Any | None:
-        i = self.image_combo.currentIndex()
-        layers = getattr(self, "_scan_layers", [])
-        return layers[i] if 0 <= i < len(layers) else None
+        return self.image_combo.layer() if hasattr(self, "image_combo") else None
 
     def select_layer(self, layer: Any) -> None:
-        self.image_combo.setCurrentIndex(self._scan_layers.index(layer))
+        self.image_combo.select(layer)
 
     def _on_layer_removed(self, event: Any) -> None:
         layer = event.value
@@ -179,7 +158,6 @@ class DetectWidget(DetectFormMixin, QWidget):
     # ------------------------------------------------------------------ running
     def run(self) -> None:
         """Start a detection on the selected scan (no-op with a message if not ready)."""
-        from ..workers._base import start_job
         from ..workers.detect_worker import DetectRequest, detect_job
         from ._common import layer_geometry
 
@@ -188,7 +166,7 @@ class DetectWidget(DetectFormMixin, QWidget):
             return
         source = self.selected_layer()
         names = self.chosen_predictors()
-        problem = ("no image layer to analyse" if source is None else
+        problem = (_no_scan_problem(self.viewer) if source is None else
                    "no model: add one with 'Add model...'" if not self._models else
                    "no predictor chosen" if not names else "")
         if problem:
@@ -211,10 +189,9 @@ class DetectWidget(DetectFormMixin, QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"Detecting on {source.name}...")
-        self._job = start_job(
+        self.jobs.start(
             detect_job, request,
-            on_yield=self._on_progress, on_return=self._on_done,
-            on_error=self._on_error, on_finish=self._on_finish,
+            on_progress=self._on_progress, on_done=self._on_done, on_finish=self._on_finish,
             description=f"Detect anomalies: {source.name}",
         )
 
@@ -233,38 +210,26 @@ class DetectWidget(DetectFormMixin, QWidget):
         return self.result_panel.result
 
     @property
+    def _job(self) -> Any:
+        return self.jobs.job
+
+    @property
     def job(self) -> Any:
-        return self._job
+        return self.jobs.job
 
     def is_running(self) -> bool:
         return self._job is not None and self._job.running
 
     def cancel(self) -> None:
         """Stop the job at the next batch; its partial result is discarded."""
-        if self._job is not None and self._job.running:
-            self._job.request_stop()
-            self.status.setText("Cancelling at the next batch...")
+        self.jobs.cancel()
 
-    def _on_progress(self, p: Any) -> None:
-        # Progress of a job whose result is in must not overwrite the final status line. The
-        # status is written before the activity bar: updating napari's bar can process
-        # events, and so run _on_done (and its final status) in the middle of this call.
-        if self._closed or self._job_source is None:
-            return
-        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
-        pbar = self._job.pbar if self._job is not None else None
-        if pbar is not None and p.total > 0:
-            if pbar.total != p.total:
-                pbar.total = p.total
-            pbar.n = min(p.done, p.total)
-            pbar.update(0)  # emits the value event the activity bar listens to
-            pbar.set_description(f"Detect: {p.stage}")
-
-    def _on_error(self, exc: BaseException) -> None:
-        if self._closed:
-            return
-        report_error(exc, "Detection failed")
-        self.status.setText("Failed")
+    def _on_progress(self, p: Any) -> str | None:
+        if self._closed or self._job_source is None:  # a late signal of a finished job
+            return None
+        if p.total > 0:
+            self.jobs.advance(p.done, p.total, f"Detect: {p.stage}")
+        return f"{p.stage}: {p.done}/{p.total}"
 
     def _on_finish(self) -> None:
         if self._release_after_job:
@@ -330,8 +295,7 @@ class DetectWidget(DetectFormMixin, QWidget):
         if self._closed:
             return
         self._closed = True
-        if self._job is not None and self._job.running:
-            self._job.abort(wait_s=ABORT_WAIT_S)
+        self.jobs.close()
         self.unbind_keys()
         try:
             self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
@@ -392,6 +356,17 @@ class DetectWidget(DetectFormMixin, QWidget):
             "heatmap_layers": [la.name for la in res.heatmaps.values()],
             "mask_layer": res.mask.layer.name if res.mask.layer is not None else None,
         }}
+
+
+def _no_scan_problem(viewer: Any) -> str:
+    """Why no scan is listed: RGB images are named as unsupported."""
+    from napari.layers import Image
+
+    rgb = [ly.name for ly in viewer.layers if isinstance(ly, Image) and ly.rgb]
+    if rgb:
+        return (f"RGB image {rgb[0]!r} is not supported: the models read grey-value scans "
+                "(open the scan itself, or convert the image to grey values)")
+    return "no image layer to analyse"
 
 
 def _make_cleanup(viewer: Any, widget: DetectWidget) -> Any:

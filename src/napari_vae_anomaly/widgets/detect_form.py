@@ -30,7 +30,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..detection import DetectionSettings
+from ._common import LayerCombo, scroll_layout
 from .detect_result import SHORTCUT_HELP
+from .heatmap_layers import is_scan_layer
 
 ENSEMBLE_CHOICES = (("none", "none"), ("reference", "mean, normalized on normal data"),
                     ("zscore", "mean of z-scored maps"),
@@ -57,9 +59,9 @@ class DetectFormMixin:
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = scroll_layout(self)
         form = QFormLayout()
-        self.image_combo = QComboBox()
+        self.image_combo = LayerCombo(self.viewer, accept=is_scan_layer)
         self.image_combo.setToolTip("Scan to analyse (heatmaps made by this plugin are not listed)")
         form.addRow("Image", self.image_combo)
         lay.addLayout(form)

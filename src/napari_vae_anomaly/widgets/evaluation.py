@@ -44,8 +44,24 @@ from qtpy.QtWidgets import (
 )
 
 from ..study.calibrate import Calibration, calibrate, edited_slices
-from ._common import LayerCombo, LayerList, info, report_error, user_errors, warn
-from .heatmap_layers import ORIGINAL_KEY, TAG, unique_layer_name  # keys the Detect widget writes
+from ._common import (
+    LayerCombo,
+    LayerList,
+    fit_columns,
+    info,
+    readable_headers,
+    report_error,
+    scroll_layout,
+    user_errors,
+    warn,
+)
+from .heatmap_layers import (  # keys the Detect widget writes
+    ORIGINAL_KEY,
+    TAG,
+    role_of,
+    unique_layer_name,
+)
+from .jobs import CANCELLED, JobOwner
 
 if TYPE_CHECKING:
     import napari
@@ -55,9 +71,28 @@ COLUMNS = (
     ("auprc", "AUPRC"),
     ("threshold", "threshold"),
     ("dice", "Dice @ threshold"),
-    ("oracle_dice", "oracle Dice (best, on these labels)"),
-    ("slice_auroc_max", "slice AUROC (max)"),
+    ("oracle_dice", "oracle Dice\n(best, on these labels)"),
+    ("slice_auroc_max", "slice AUROC\n(max)"),
 )
+HEADER_TIPS = {
+    "AUROC": "Area under the ROC curve over the voxels counted (inside the foreground)",
+    "AUPRC": "Area under the precision-recall curve (average precision)",
+    "threshold": "The map's threshold used for Dice",
+    "Dice @ threshold": "Dice of the map thresholded at the threshold column",
+    "oracle Dice\n(best, on these labels)":
+        "Best Dice over all thresholds on these very labels: an upper bound, not the method's Dice",
+    "slice AUROC\n(max)": "Slice-level AUROC from each slice's maximum score",
+}
+
+
+#: the Foreground entry (default) for "where the detection scored": the foreground of the scan
+#: the maps were computed from, found the way the detection finds it
+SCAN_FOREGROUND = "(the detection's foreground)"
+
+
+def _is_detection_mask(layer: Any) -> bool:
+    """A mask the Detect widget made (the one a user corrects), never a ground truth."""
+    return role_of(layer) == "mask" or ORIGINAL_KEY in getattr(layer, "metadata", {})
 
 
 def _fmt(v: Any) -> str:
@@ -85,12 +120,13 @@ class EvaluationWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self._snapshots: dict[int, np.ndarray] = {}  # id(layer) -> mask copy (reference)
-        self._worker: Any = None
         self.evaluation: Any = None  # last MapsEvaluation
         self.calibration: Calibration | None = None
         self.calibrated_layer: Any = None
+        self._pending_notes: list[str] = []
+        self.evaluation_foreground: np.ndarray | None = None  # the voxels the last run counted
 
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         form = QFormLayout()
         self.maps = LayerList(napari_viewer, accept=lambda ly: _is_image(ly) or _is_labels(ly))
         self.maps.setMaximumHeight(110)
@@ -99,9 +135,13 @@ class EvaluationWidget(QWidget):
         self.truth = LayerCombo(napari_viewer, accept=_is_labels)
         form.addRow("Ground truth", self.truth)
         self.foreground = LayerCombo(
-            napari_viewer, accept=lambda ly: _is_labels(ly) or _is_image(ly), optional=True
+            napari_viewer, accept=lambda ly: _is_labels(ly) or _is_image(ly), optional=True,
+            first=(SCAN_FOREGROUND,),
         )
-        self.foreground.setToolTip("Only voxels where this layer is nonzero count (e.g. the brain)")
+        self.foreground.setToolTip(
+            "Only voxels where this layer is nonzero count (e.g. the brain). Default: the "
+            "foreground of the scan the maps came from, where the detection scored"
+        )
         form.addRow("Foreground", self.foreground)
         thr = QHBoxLayout()
         self.fixed = QCheckBox("fixed")
@@ -116,11 +156,23 @@ class EvaluationWidget(QWidget):
         layout.addLayout(form)
         self.evaluate_button = QPushButton("Evaluate")
         self.evaluate_button.clicked.connect(self.evaluate)
-        layout.addWidget(self.evaluate_button)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current map; nothing is shown")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.evaluate_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self.jobs = JobOwner(self, self.status, "Evaluation")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([c[1] for c in COLUMNS])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(90)
+        readable_headers(self.table, HEADER_TIPS)
         layout.addWidget(self.table)
         self.notes = QLabel("")
         self.notes.setWordWrap(True)
@@ -145,7 +197,8 @@ class EvaluationWidget(QWidget):
     def _make_calibration_box(self) -> QGroupBox:
         box = QGroupBox("Calibrate from my corrections")
         form = QFormLayout(box)
-        self.corrected = LayerCombo(self.viewer, accept=_is_labels)
+        self.corrected = LayerCombo(self.viewer, accept=_is_labels, optional=True,
+                                    prefer=_is_detection_mask)
         self.corrected.setToolTip(
             "The mask you corrected on a few slices (it is never changed; the result is a new layer)"
         )
@@ -190,7 +243,11 @@ class EvaluationWidget(QWidget):
         hidden = [a for a in dims.order if a not in dims.displayed]
         return int(hidden[0]) if hidden else 0
 
-    def _foreground(self, shape: tuple[int, ...]) -> np.ndarray | None:
+    def _foreground(self, shape: tuple[int, ...], maps: list[Any]) -> np.ndarray | None:
+        """The voxels that count: the chosen layer's nonzero voxels, or (default) the
+        foreground of the scan the maps were detected on; None = every voxel."""
+        if self.foreground.currentText() == SCAN_FOREGROUND:
+            return self._scan_foreground(shape, maps)
         layer = self.foreground.layer()
         if layer is None:
             return None
@@ -198,6 +255,19 @@ class EvaluationWidget(QWidget):
         if fg.shape != shape:
             raise ValueError(f"foreground {layer.name!r} has shape {fg.shape}, the maps {shape}")
         return fg
+
+    def _scan_foreground(self, shape: tuple[int, ...], maps: list[Any]) -> np.ndarray | None:
+        from ..preprocessing import foreground_mask
+
+        for ly in maps:
+            tag = ly.metadata.get(TAG) or {}
+            name = tag.get("source") if isinstance(tag, dict) else None
+            if name and name in self.viewer.layers:
+                data = np.asarray(self.viewer.layers[name].data)
+                if data.shape == shape:
+                    return foreground_mask(data)
+        self._pending_notes.append("no detection scan found for these maps: every voxel counts")
+        return None
 
     def _threshold_of(self, layer: Any) -> tuple[float, str]:
         if _is_labels(layer):
@@ -219,8 +289,9 @@ class EvaluationWidget(QWidget):
             raise ValueError("choose a ground-truth Labels layer")
         truth = np.asarray(truth_layer.data)
         maps = {ly.name: np.asarray(ly.data, dtype=np.float32) for ly in layers if ly is not truth_layer}
-        fg = self._foreground(truth.shape)
-        thresholds, notes = {}, []
+        self._pending_notes = notes = []
+        fg = self._foreground(truth.shape, layers)
+        thresholds = {}
         for ly in layers:
             if ly is truth_layer:
                 continue
@@ -232,30 +303,51 @@ class EvaluationWidget(QWidget):
             thresholds[ly.name] = t
         return maps, truth, fg, thresholds, notes
 
-    def evaluate(self) -> None:
-        """Compute the metrics in a worker; the table and plots update when it returns."""
-        from napari.qt.threading import create_worker
+    def evaluate(self) -> Any:
+        """Compute the metrics in a worker (the table and plots update when it returns);
+        returns the job, or None (with a message) when the form is incomplete."""
+        from ..workers.evaluation_worker import evaluation_job
 
-        from ..workers.evaluation_worker import evaluate_maps
-
+        if self.jobs.running:
+            warn("Evaluation is already running")
+            return None
         try:
-            maps, truth, fg, thresholds, notes = self._collect()
+            maps, truth, fg, thresholds, _notes = self._collect()
         except ValueError as exc:
-            report_error(exc, "Evaluate")
-            return
-        self._pending_notes = notes
+            report_error(exc, "Cannot evaluate")
+            return None
+        self.evaluation_foreground = fg
         self.evaluate_button.setEnabled(False)
-        self._worker = create_worker(
-            evaluate_maps, maps, truth, fg, thresholds, self.slicing_axis(), _start_thread=False
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"Evaluating {len(maps)} map(s)...")
+        return self.jobs.start(
+            evaluation_job, maps, truth, fg, thresholds, self.slicing_axis(),
+            on_progress=self._on_progress, on_done=self._show, on_finish=self._on_finish,
+            description="Evaluate maps",
         )
-        self._worker.returned.connect(self._show)
-        self._worker.errored.connect(lambda exc: report_error(exc, "Evaluate"))
-        self._worker.finished.connect(lambda: self.evaluate_button.setEnabled(True))
-        self._worker.start()
+
+    @property
+    def job(self) -> Any:
+        return self.jobs.job
+
+    def cancel(self) -> None:
+        """Stop after the current map; nothing is shown and the status says so."""
+        self.jobs.cancel("Cancelling after this map...")
+
+    def _on_progress(self, p: tuple[int, int]) -> str:
+        self.jobs.advance(p[0], p[1], "Evaluate maps")
+        return f"maps: {p[0]}/{p[1]}"
+
+    def _on_finish(self) -> None:
+        self.evaluate_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
 
     def _show(self, evaluation: Any) -> None:
         from ..study.plots import draw_roc_pr
 
+        if evaluation is None:  # stopped before the end
+            self.status.setText(CANCELLED)
+            return
         self.evaluation = evaluation
         rows = evaluation.result.rows
         self.table.setRowCount(len(rows))
@@ -263,12 +355,14 @@ class EvaluationWidget(QWidget):
         for i, row in enumerate(rows):
             for j, (key, _) in enumerate(COLUMNS):
                 self.table.setItem(i, j, QTableWidgetItem(_fmt(row.get(key))))
-        self.table.resizeColumnsToContents()
+        fit_columns(self.table)
         self.notes.setText("\n".join([*getattr(self, "_pending_notes", []), *evaluation.result.notes]))
         self.ax_roc.clear()
         self.ax_pr.clear()
         draw_roc_pr(self.ax_roc, self.ax_pr, evaluation.curves, evaluation.prevalence)
         self.canvas.draw_idle()
+        where = "every voxel" if self.evaluation_foreground is None else "inside the foreground"
+        self.status.setText(f"Done: {len(rows)} map(s), {where}.")
 
     # ------------------------------------------------------------------ calibration
     def _remember_reference(self, *_: Any, force: bool = False) -> None:
@@ -311,7 +405,8 @@ class EvaluationWidget(QWidget):
                 raise ValueError(f"{layer.name!r} has no corrected slice yet (it equals its snapshot)")
             maps = [np.asarray(ly.data, dtype=np.float32) for ly in maps_layers]
             corrected = np.asarray(layer.data)
-            fg = self._foreground(corrected.shape)
+            self._pending_notes = []
+            fg = self._foreground(corrected.shape, maps_layers)
             ref = self.reference_of(layer)
             default = None
             if ref is None and len(maps) == 1:

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from ._common import fit_columns, readable_headers
 
 MAX_ROWS = 500  # thousands of specks at a low threshold would only slow the slider down
 COLUMNS = ("label", "volume (mL)", "voxels", "mean score", "max score")
@@ -42,11 +44,11 @@ class LesionTable(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.verticalHeader().setVisible(False)
         self.setToolTip("Connected components of the mask. Click a row to select and centre it.")
         self.rows: list[Any] = []
         self.cellClicked.connect(self._on_click)
+        readable_headers(self)
 
     def set_rows(self, rows: list[Any]) -> None:
         """Show ``rows`` (largest first); only the first :data:`MAX_ROWS` get table items."""
@@ -60,6 +62,7 @@ class LesionTable(QTableWidget):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.setItem(i, j, item)
+        fit_columns(self)
         self.setUpdatesEnabled(True)
 
     def _on_click(self, row: int, _col: int = 0) -> None:

@@ -27,7 +27,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -39,6 +38,7 @@ from ._common import (
     geometry_kwargs,
     info,
     layer_geometry,
+    scroll_layout,
     user_errors,
 )
 
@@ -150,7 +150,7 @@ class LoadVolumeWidget(QWidget):
         norm_box = QGroupBox("Preprocessing preview")
         norm_box.setLayout(norm_form)
 
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         layout.addLayout(buttons)
         layout.addLayout(form)
         layout.addWidget(QLabel("Volume"))
@@ -182,7 +182,10 @@ class LoadVolumeWidget(QWidget):
         if layer is None:
             info("Open a volume or add an image layer first.")
             return None
-        if layer.rgb or np.asarray(layer.data).ndim not in (2, 3):
+        if layer.rgb:
+            error(f"RGB image '{layer.name}' is not supported: the models read grey-value scans.")
+            return None
+        if np.asarray(layer.data).ndim not in (2, 3):
             error(f"Layer '{layer.name}' is not a 2-D or 3-D grey-value image.")
             return None
         return layer

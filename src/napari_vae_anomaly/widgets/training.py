@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QObject
 from qtpy.QtWidgets import (
-    QApplication,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
@@ -34,8 +32,17 @@ from qtpy.QtWidgets import (
 )
 
 from ..io.volume import Volume
-from ._common import LayerList, error, info, layer_geometry, report_error, warn, when_alive
+from ._common import (
+    LayerList,
+    error,
+    info,
+    layer_geometry,
+    report_error,
+    scroll_layout,
+    warn,
+)
 from .heatmap_layers import is_scan_layer
+from .jobs import JobOwner
 from .loss_plot import LossPlot
 from .model_card import find_value, format_model_card
 from .training_form import (  # noqa: F401 - the form's helpers, re-exported for scripts
@@ -54,20 +61,6 @@ if TYPE_CHECKING:
     import napari
 
     from ..workers._base import Job
-
-class _JobGuard(QObject):
-    """Holds the running job apart from the widget, so that the widget's ``destroyed``
-    signal and the application's ``aboutToQuit`` can still abort it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.job: Job | None = None
-
-    def abort(self) -> None:
-        job, self.job = self.job, None
-        if job is not None and job.running:
-            job.abort(wait_s=10.0)
-
 
 def _button(text: str, slot: Any, tip: str = "") -> QPushButton:
     button = QPushButton(text)
@@ -104,25 +97,19 @@ class TrainingWidget(TrainingFormMixin, QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self._guard = _JobGuard()
         self.loaded_model: Any = None
         self.last_progress: Any = None
-        self._in_progress = False
         self._t_start = 0.0
         self._build_inputs()
         self._build_hyperparameters()
         self._build_run()
         self._build_model()
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         for box in (self.inputs_box, self.params_box, self.run_box, self.model_box):
             layout.addWidget(box)
         layout.addStretch(1)
+        self.jobs = JobOwner(self, self.status_label, "Training")
         self._update_buttons()
-        guard = self._guard
-        self.destroyed.connect(lambda *_: guard.abort())
-        app = QApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(guard.abort)
 
     # ================================================================= construction
     def _build_inputs(self) -> None:
@@ -196,10 +183,10 @@ class TrainingWidget(TrainingFormMixin, QWidget):
     # ================================================================= training
     @property
     def job(self) -> Job | None:
-        return self._guard.job
+        return self.jobs.job
 
     def is_running(self) -> bool:
-        return self.job is not None and self.job.running
+        return self.jobs.running
 
     def _collect_inputs(self) -> list[Any]:
         """Copies of the selected layers' data (main thread) plus the file paths."""
@@ -234,56 +221,32 @@ class TrainingWidget(TrainingFormMixin, QWidget):
         except Exception as exc:  # noqa: BLE001 - every form problem is a user error here
             report_error(exc, "Cannot start training")
             return None
-        from ..workers.training_worker import start_training
+        from ..workers.training_worker import training_job
 
         self.loss_plot.clear()
         self.last_progress = None
         self._t_start = time.monotonic()
         self.status_label.setText(f"Starting: {len(inputs)} volume(s)...")
-        self._guard.job = start_training(
-            config,
-            inputs,
-            on_progress=when_alive(self._on_progress),
-            on_done=when_alive(self._on_done),
-            on_error=when_alive(self._on_error),
-            on_finish=when_alive(self._on_finish),
+        job = self.jobs.start(
+            training_job, config, inputs, None,
+            on_progress=self._on_progress, on_done=self._on_done,
+            on_finish=self._on_finish, description="Training VAE",
         )
         self._update_buttons()
-        return self._guard.job
+        return job
 
     def stop(self) -> None:
         """Stop at the next batch; the core keeps the best model so far."""
-        if not self.is_running():
-            return
-        self.job.request_stop()
-        self.status_label.setText("Stopping after this batch...")
-        self.stop_button.setEnabled(False)
+        if self.jobs.stop():
+            self.stop_button.setEnabled(False)
 
-    def _on_progress(self, p: Any) -> None:
+    def _on_progress(self, p: Any) -> str:
         self.last_progress = p
         step = int(_get(p, "step", default=0))
-        total = _get(p, "total_steps")
         self._plot_progress(p, step)
-        self.status_label.setText(format_status(p))
-        # Last, because napari's progress bar may process pending events (later batches, the
-        # job's end) while it refreshes: those must not be overwritten by this older batch.
-        pbar = self.job.pbar if self.job is not None else None
-        if pbar is not None and not self._in_progress:  # and never re-enter the bar
-            self._in_progress = True
-            try:
-                self._advance_bar(pbar, p, step, total)
-            finally:
-                self._in_progress = False
-
-    @staticmethod
-    def _advance_bar(pbar: Any, p: Any, step: int, total: Any) -> None:
-        if total and pbar.total != int(total):
-            pbar.total = int(total)
-        description = f"Training VAE, epoch {_get(p, 'epoch', default=0)}"
-        if pbar.desc != description:
-            pbar.set_description(description)
-        if step > pbar.n:
-            pbar.update(step - pbar.n)
+        self.jobs.advance(step, _get(p, "total_steps"),
+                          f"Training VAE, epoch {_get(p, 'epoch', default=0)}")
+        return format_status(p)
 
     def _plot_progress(self, p: Any, step: int) -> None:
         plot = self.loss_plot
@@ -324,10 +287,6 @@ class TrainingWidget(TrainingFormMixin, QWidget):
             self._set_model(loaded, path)
         else:
             self.load_model(path)
-
-    def _on_error(self, exc: BaseException) -> None:
-        report_error(exc, "Training failed")
-        self.status_label.setText(f"Failed: {exc}".splitlines()[0])
 
     def _on_finish(self) -> None:
         self.loss_plot.redraw()
@@ -397,6 +356,6 @@ class TrainingWidget(TrainingFormMixin, QWidget):
 
     # ================================================================= teardown
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        self._guard.abort()
+        self.jobs.close()
         super().closeEvent(event)
 

@@ -9,7 +9,8 @@ Two ways to end a job, on purpose:
   and :class:`StoppableGeneratorWorker` makes that set the event as well.
 
 The worker is created with napari's ``create_worker`` so napari registers it as a running
-task (close confirmation, cancel on close) and shows it in the activity bar.
+task (close confirmation, cancel on close) and shows it in the activity bar. The widgets do not
+call :func:`start_job` themselves: :class:`..widgets.jobs.JobOwner` does, for all of them.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def start_job(
         _worker_class=StoppableGeneratorWorker,
         _progress={"desc": description} if description else True,
         _start_thread=False,
+        _ignore_errors=on_error is not None,  # handled: not re-raised into napari's console
         **kwargs,
     )
     worker.stop_event = stop

@@ -1,14 +1,16 @@
 """The Evaluation widget's background job: every metric and the ROC/PR curves of some maps.
 
 Plain functions over numpy arrays (no Qt, no layers): the widget copies the layers' data on
-the main thread, runs :func:`evaluate_maps` in a napari function worker and draws the returned
-:class:`MapsEvaluation` on the main thread. Pooled sklearn metrics over a few million voxels take
-a second or two, which would otherwise freeze the viewer.
+the main thread, runs :func:`evaluation_job` (one step per map, so Cancel takes effect between
+maps) in a napari generator worker and draws the returned :class:`MapsEvaluation` on the main
+thread. Pooled sklearn metrics over a few million voxels take a second or two, which would
+otherwise freeze the viewer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,43 @@ def evaluate_maps(
     axis: int = 0,
 ) -> MapsEvaluation:
     """Metrics (AUROC, AUPRC, Dice at each map's threshold, oracle Dice, slice AUROC) and curves."""
+    steps = evaluation_steps(maps, truth, foreground, thresholds, axis)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def evaluation_job(
+    maps: Mapping[str, np.ndarray],
+    truth: np.ndarray,
+    foreground: np.ndarray | None = None,
+    thresholds: Mapping[str, float | None] | None = None,
+    axis: int = 0,
+    *,
+    stop: threading.Event,
+) -> Generator[tuple[int, int], None, MapsEvaluation | None]:
+    """The widget's job: yields ``(maps done, maps)``; returns None when stopped early."""
+    steps = evaluation_steps(maps, truth, foreground, thresholds, axis)
+    while True:
+        if stop.is_set():
+            steps.close()
+            return None
+        try:
+            yield next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def evaluation_steps(
+    maps: Mapping[str, np.ndarray],
+    truth: np.ndarray,
+    foreground: np.ndarray | None = None,
+    thresholds: Mapping[str, float | None] | None = None,
+    axis: int = 0,
+) -> Generator[tuple[int, int], None, MapsEvaluation]:
+    """:func:`evaluate_maps` one map at a time: yields ``(maps done, maps)`` after each."""
     thresholds = thresholds or {}
     truth = np.asarray(truth)
     fg = None if foreground is None else np.asarray(foreground, dtype=bool)
@@ -67,6 +106,7 @@ def evaluate_maps(
         result.extend(one)
         s, y, w = _curve_sample(m.astype(np.float32, copy=False), truth, fg)
         curves[name] = roc_pr_curves(s, y, None, w)
+        yield len(curves), len(maps)
     y_all = truth[fg] > 0 if fg is not None else truth.ravel() > 0
     prevalence = float(y_all.mean()) if y_all.size else float("nan")
     return MapsEvaluation(result, curves, prevalence)

@@ -9,10 +9,8 @@ main thread by the widget before the job starts (layers must only be touched the
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
-
-from ._base import Job, start_job
 
 
 def training_job(
@@ -28,26 +26,3 @@ def training_job(
     result = yield from train_iter(config, list(inputs), masks=masks, stop=stop)
     return result
 
-
-def start_training(
-    config: Any,
-    inputs: Sequence[Any],
-    masks: Sequence[Any] | None = None,
-    *,
-    on_progress: Callable[[Any], None] | None = None,
-    on_done: Callable[[Any], None] | None = None,
-    on_error: Callable[[BaseException], None] | None = None,
-    on_finish: Callable[[], None] | None = None,
-) -> Job:
-    """Start :func:`training_job` in a napari thread worker and return its :class:`Job`."""
-    return start_job(
-        training_job,
-        config,
-        list(inputs),
-        masks,
-        on_yield=on_progress,
-        on_return=on_done,
-        on_error=on_error,
-        on_finish=on_finish,
-        description="Training VAE",
-    )
