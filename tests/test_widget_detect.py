@@ -343,24 +343,31 @@ def test_first_result_shows_one_translucent_heatmap_and_an_outline(setup, qtbot)
     assert widget.status.text().endswith("then File > Save Selected Layers.")
     from napari_vae_anomaly.workers.detect_worker import DetectProgress
 
-    widget._on_progress(DetectProgress(0, 1, "thresholds"))  # Qt may deliver it late
+    on_progress = widget._on_progress
+    widget.jobs._progress(DetectProgress(0, 1, "thresholds"), on_progress)  # Qt may deliver it late
     assert widget.status.text().endswith("then File > Save Selected Layers.")
 
-    class ReentrantBar:  # napari's bar can process events: the result lands mid-update
-        total, n = 0, 0
+    class FakeJob:  # napari's bar can process events: the result lands mid-update
+        running = True
 
-        def update(self, _n):
-            widget.status.setText("final")
+        class pbar:  # noqa: N801
+            total, n, desc = 0, 0, ""
 
-        def set_description(self, _text):
-            pass
+            @staticmethod
+            def update(_n):
+                FakeJob.running = False  # the job's end handled inside the bar's update
+                widget.status.setText("final")
 
-    job, source = widget._job, widget._job_source
+            @staticmethod
+            def set_description(text):
+                FakeJob.pbar.desc = text
+
+    job, source = widget.jobs.job, widget._job_source
     widget._job_source = scan
-    widget._job = type("FakeJob", (), {"pbar": ReentrantBar()})()
-    widget._on_progress(DetectProgress(1, 2, "maps"))
+    widget.jobs.job = FakeJob()
+    widget.jobs._progress(DetectProgress(1, 2, "maps"), on_progress)
     assert widget.status.text() == "final"
-    widget._job, widget._job_source = job, source
+    widget.jobs.job, widget._job_source = job, source
     assert "% of this scan's foreground" in widget.result_panel.threshold_value.text()
     assert f"flags {100 * DEFAULT_NORMAL_FRACTION:.3g} % of normal tissue" in \
         widget.result_panel.threshold_value.text()
