@@ -8,7 +8,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _outputs_section() -> str:
-    text = README.read_text()
+    text = README.read_text(encoding="utf-8")
     start = text.index("### What each command writes")
     return text[start: text.index("**Metrics.**", start)]
 

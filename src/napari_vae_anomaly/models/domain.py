@@ -117,11 +117,11 @@ def profile_of_card(card: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fmt(values: Sequence[float], unit: str = "") -> str:
+def _fmt(values: Sequence[float] | np.ndarray, unit: str = "") -> str:
     return " x ".join(f"{v:.3g}" for v in values) + unit
 
 
-def _span(lo: Sequence[float], hi: Sequence[float], unit: str = "") -> str:
+def _span(lo: Sequence[float] | np.ndarray, hi: Sequence[float] | np.ndarray, unit: str = "") -> str:
     return _fmt(lo, unit) if np.allclose(lo, hi) else f"{_fmt(lo)} to {_fmt(hi, unit)}"
 
 

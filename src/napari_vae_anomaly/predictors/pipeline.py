@@ -125,8 +125,10 @@ def iter_slice_maps(
             for name, arr in compute_maps(model, images[part], names, options, mask=m).items():
                 out[name][part] = arr
 
-        run_chunked(one, stop - base, size,
-                    on_chunk=lambda sl, _r, got=sizes: got.append(sl.stop - sl.start))
+        def record(sl: slice, _result: None, got: list[int] = sizes) -> None:
+            got.append(sl.stop - sl.start)
+
+        run_chunked(one, stop - base, size, on_chunk=record)
         size = max(sizes)  # smaller after an out-of-memory retry
         start = stop
         yield stop - base
