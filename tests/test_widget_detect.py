@@ -465,14 +465,15 @@ def test_works_with_the_public_only_viewer_proxy_plugins_get(
     make_napari_viewer_proxy, qtbot, tiny_checkpoint, lesion_scan
 ):
     """npe2 hands plugins a PublicOnlyProxy: the widget must use public API only (and the
-    demo's entry point, run_demo_detection, waits for the result)."""
+    demo's driver, run_detection, uses its public controls and waits for the result)."""
+    from napari_vae_anomaly.demo import run_detection
     from napari_vae_anomaly.widgets.detect import DetectWidget
 
     viewer = make_napari_viewer_proxy()
     viewer.add_image(lesion_scan.image, name="scan", scale=(3.0, 1.0, 1.0))
     widget = DetectWidget(viewer)
     widget.set_predictors(["rec"])
-    summary = widget.run_demo_detection(model=tiny_checkpoint, wait=True, timeout_s=60)["detect"]
+    summary = run_detection(widget, model=tiny_checkpoint, wait=True, timeout_s=60)["detect"]
     assert summary["maps"] == ["rec"] and summary["mask_layer"] == "scan anomaly mask"
     assert "scan rec" in viewer.layers and "scan anomaly mask" in viewer.layers
     set_quantile(widget, 0.97)

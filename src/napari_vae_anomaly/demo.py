@@ -36,7 +36,6 @@ WINDOW_SIZE = (1280, 900)  # fits the virtual X server's 1280x1024 screen
 # demo setting, not a validated one - the metrics file reports the threshold-free figures.
 DEMO_NORMAL_FRACTION_PERCENT = 100.0 * DEFAULT_NORMAL_FRACTION
 DEMO_MIN_LESION_VOXELS = 30
-MASK_CONTOUR = 2  # mask drawn as a 2-pixel outline (the Labels layer's contour setting)
 
 
 def is_headless() -> bool:
@@ -213,24 +212,66 @@ def populate_viewer(viewer: Any, model: str | Path | None, timeout_s: float,
     detect.fraction.setValue(DEMO_NORMAL_FRACTION_PERCENT)
     detect.min_size_unit.setCurrentText("voxels")
     detect.min_size.setValue(DEMO_MIN_LESION_VOXELS)
-    out = detect.run_demo_detection(model=model, wait=True, timeout_s=timeout_s,
-                                    predictors=list(DEMO_PREDICTORS), ensemble=DEMO_ENSEMBLE)
+    out = run_detection(detect, model=model, wait=True, timeout_s=timeout_s,
+                        predictors=list(DEMO_PREDICTORS), ensemble=DEMO_ENSEMBLE)
     summary.update(out)
     if not isinstance(out.get("detect"), dict) or detect.result is None:
         detect.shutdown()
         raise AnomalyError(f"demo detection failed: {out.get('detect')}")
-    res = detect.result
-    for name, layer in res.heatmaps.items():  # one heatmap at a time reads best
-        layer.visible = name == res.map_name
+    res = detect.result  # the widget shows one heatmap and the mask's outline (issue 12)
     emphasize_heatmap(res.heatmaps[res.map_name], res.outcome.foreground)
     index = largest_lesion_index(np.asarray(truth.data))
     viewer.reset_view()
     show_slice(viewer, scan, index)
-    res.mask.layer.contour = MASK_CONTOUR  # outline: the heat inside stays visible
     viewer.layers.selection.active = res.mask.layer
     summary["slice"] = index[0]
     summary["_detect"], summary["_layers"] = detect, (scan, truth)
     return summary
+
+
+def run_detection(detect: Any, model: str | Path | None = None, wait: bool = False,
+                  timeout_s: float = 300.0, predictors: list[str] | None = None,
+                  ensemble: str | None = None) -> dict[str, Any]:
+    """Drive a Detect widget as a user would: add ``model`` (or the bundled one), choose the
+    maps, press Run and, with ``wait``, wait for the result; returns a summary.
+
+    ``predictors``/``ensemble`` override the widget's choice (the demo wants the same maps
+    whatever the last session left behind). Only the widget's public controls are used.
+    """
+    if model is None:
+        try:
+            from .models import bundled_model_path
+
+            model = bundled_model_path()
+        except (ImportError, AnomalyError, FileNotFoundError) as exc:
+            return {"detect": f"no model available ({exc})"}
+    loaded = detect.add_model_path(model)
+    if loaded is None:
+        return {"detect": f"could not load {model}"}
+    if predictors:
+        detect.set_predictors(list(predictors))
+    if ensemble is not None:
+        i = detect.ensemble_combo.findData(ensemble)
+        if i >= 0:
+            detect.ensemble_combo.setCurrentIndex(i)
+    detect.run()
+    if not wait or detect.job is None:
+        return {"detect": "started"}
+    t0 = time.perf_counter()
+    while detect.job.running and time.perf_counter() - t0 < timeout_s:
+        _process_events(0.02)
+    _process_events(0.05)  # deliver the result's signals
+    res = detect.result
+    if res is None:
+        return {"detect": "timed out" if detect.job.running else "no result"}
+    return {"detect": {
+        "model": str(loaded.path), "models": [str(m.path) for m in detect.models],
+        "maps": list(res.outcome.maps), "primary": res.map_name,
+        "threshold": res.threshold, "lesions": detect.result_panel.table.rowCount(),
+        "seconds": res.outcome.seconds,
+        "heatmap_layers": [la.name for la in res.heatmaps.values()],
+        "mask_layer": res.mask.layer.name if res.mask.layer is not None else None,
+    }}
 
 
 def _close(viewer: Any, widgets: dict[str, Any]) -> None:

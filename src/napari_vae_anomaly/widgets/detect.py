@@ -307,56 +307,6 @@ class DetectWidget(DetectFormMixin, QWidget):
         self.shutdown()
         super().closeEvent(event)
 
-    # ------------------------------------------------------------------ demo
-    def run_demo_detection(self, model: str | Path | None = None, wait: bool = False,
-                           timeout_s: float = 300.0, predictors: list[str] | None = None,
-                           ensemble: str | None = None) -> dict[str, Any]:
-        """Used by ``make demo``: add ``model`` (or the bundled one), run, optionally wait.
-
-        ``predictors``/``ensemble`` override the widget's choice (the demo wants the same
-        maps whatever the last session left behind).
-        """
-        from ..errors import AnomalyError
-
-        if model is None:
-            try:
-                from ..models import bundled_model_path
-
-                model = bundled_model_path()
-            except (ImportError, AnomalyError, FileNotFoundError) as exc:
-                report_error(exc, "No demo model")
-                return {"detect": "no model available"}
-        loaded = self.add_model_path(model)
-        if loaded is None:
-            return {"detect": f"could not load {model}"}
-        if predictors:
-            self.set_predictors(list(predictors))
-        if ensemble is not None:
-            i = self.ensemble_combo.findData(ensemble)
-            if i >= 0:
-                self.ensemble_combo.setCurrentIndex(i)
-        self.run()
-        if not wait or self._job is None:
-            return {"detect": "started"}
-        from qtpy.QtWidgets import QApplication
-
-        t0 = time.perf_counter()
-        while self._job.running and time.perf_counter() - t0 < timeout_s:
-            QApplication.processEvents()
-            time.sleep(0.02)
-        QApplication.processEvents()
-        res = self.result
-        if res is None:
-            return {"detect": "timed out" if self._job.running else "no result"}
-        return {"detect": {
-            "model": str(loaded.path), "models": [str(m.path) for m in self._models],
-            "maps": list(res.outcome.maps), "primary": res.map_name,
-            "threshold": res.threshold, "lesions": self.result_panel.table.rowCount(),
-            "seconds": res.outcome.seconds,
-            "heatmap_layers": [la.name for la in res.heatmaps.values()],
-            "mask_layer": res.mask.layer.name if res.mask.layer is not None else None,
-        }}
-
 
 def _no_scan_problem(viewer: Any) -> str:
     """Why no scan is listed: RGB images are named as unsupported."""
