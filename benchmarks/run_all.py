@@ -2,8 +2,10 @@
 references, a cohort through predict, peak memory of one volume), in one process each,
 figures printed as the tables docs/benchmarks.md holds.
 
-The quality benchmarks are separate, longer runs: ``napari-vae-anomaly benchmark --data mni``
-and ``benchmarks/realistic_check.py`` (docs/results.md).
+The quality benchmarks are separate, longer runs, each with its command in the docs:
+``napari-vae-anomaly benchmark --data mni``, ``realistic_check.py`` and ``realistic_sweep.py``
+(docs/results.md), ``min_size_effect.py`` (a rescoring of the check's masks),
+``energy_early_stop_quality.py`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
