@@ -431,6 +431,42 @@ def test_settings_persist_between_sessions(make_napari_viewer, tmp_path, tiny_ch
     # a widget without a settings object (tests) starts from the defaults
     w3 = DetectWidget(viewer)
     assert w3.fraction.value() == pytest.approx(100 * DEFAULT_NORMAL_FRACTION) and not w3.models
+    # what is stored is the typed settings object, as JSON
+    import json
+
+    from napari_vae_anomaly.detection import DetectionSettings
+
+    stored = DetectionSettings.from_dict(json.loads(settings.value("detection")))
+    assert stored.predictors == ("kl_grad", "energy") and stored.normalize == "rank"
+    assert stored.min_volume == pytest.approx(50.0) and stored.min_size == 0
+    assert stored.normal_fraction == pytest.approx(0.025) and stored.energy_steps == 7
+    # settings another version wrote, or a hand edit, are ignored: the widget starts afresh
+    for bad in ("{not json", json.dumps({"predictors": ["nope"]}), json.dumps([1, 2]),
+                json.dumps({"normal_fraction": 3.0})):
+        hostile = QSettings(str(tmp_path / "hostile.ini"), QSettings.Format.IniFormat)
+        hostile.setValue("detection", bad)
+        hostile.sync()
+        w4 = DetectWidget(viewer, settings=hostile)
+        assert w4.detection_settings() == DetectionSettings(), bad
+        w4.shutdown()
+
+
+def test_the_form_shows_any_settings_it_can_hold(make_napari_viewer):
+    """apply_settings and detection_settings are inverse for every option the form has (one
+    smallest-lesion rule: in voxels or in millilitres)."""
+    from napari_vae_anomaly.detection import DetectionSettings
+    from napari_vae_anomaly.widgets.detect import DetectWidget
+
+    widget = DetectWidget(make_napari_viewer())
+    for s in (DetectionSettings(),
+              DetectionSettings(predictors=("rec", "kl_grad"), normalize="zscore",
+                                threshold=1.5, min_size=12, mask_median=5, energy_steps=9,
+                                energy_alpha=0.5, energy_lambda=2.0, energy_variant="x0_fxT"),
+              DetectionSettings(predictors=("rec_grad", "combi"), mask_from="first",
+                                normal_fraction=0.02, min_size=0, min_volume=250.0)):
+        widget.apply_settings(s)
+        assert widget.detection_settings() == s
+    widget.shutdown()
 
 
 def test_live_threshold_update_time_on_a_full_size_volume(make_napari_viewer):

@@ -123,6 +123,24 @@ class DetectionSettings:
     def replace(self, **changes: Any) -> DetectionSettings:
         return replace(self, **changes)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields (what a widget remembers between sessions)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectionSettings:
+        """Settings from :meth:`to_dict` output; unknown keys (another version's) are ignored,
+        missing ones take their defaults, bad values raise ValueError."""
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in d.items() if k in known}
+        if "predictors" in kept:
+            kept["predictors"] = tuple(kept["predictors"])
+        try:
+            return cls(**kept)
+        except TypeError as exc:
+            raise ValueError(f"invalid detection settings: {exc}") from None
+
     @property
     def names(self) -> list[str]:
         return list(self.predictors)

@@ -241,6 +241,31 @@ class DetectFormMixin:
             min_size=min_voxels, min_volume=min_mm3,
         ).with_options(self.predictor_options())
 
+    def apply_settings(self, s: DetectionSettings) -> None:
+        """Show ``s`` in the controls (the inverse of :meth:`detection_settings` for every
+        option the form has; the others are not shown and keep their defaults)."""
+        self.set_predictors(list(s.predictors))
+        ensemble = "none" if s.mask_from == "first" else s.normalize
+        for combo, value in ((self.ensemble_combo, ensemble),
+                             (self.threshold_mode, "normal" if s.threshold is None else "fixed"),
+                             (self.energy_variant, s.energy_variant)):
+            i = combo.findData(value)
+            if i >= 0:
+                combo.setCurrentIndex(i)
+        if s.threshold is not None:
+            self.fixed_threshold.setValue(s.threshold)
+        self.fraction.setValue(100.0 * s.normal_fraction)
+        self.median.setChecked(s.mask_median > 0)
+        if s.min_volume > 0:
+            self.min_size_unit.setCurrentText("mL")
+            self.min_size.setValue(s.min_volume / 1000.0)
+        else:
+            self.min_size_unit.setCurrentText("voxels")
+            self.min_size.setValue(s.min_size)
+        self.energy_steps.setValue(s.energy_steps)
+        self.energy_alpha.setValue(s.energy_alpha)
+        self.energy_lambda.setValue(s.energy_lambda)
+
     def _min_size(self) -> tuple[int, float]:
         """(voxels, mm3): the smallest lesion kept, in the unit the user chose."""
         v = self.min_size.value()

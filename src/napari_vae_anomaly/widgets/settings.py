@@ -15,12 +15,14 @@ widget state, so their results never depend on a previous session.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QSettings
 
+from ..detection import DetectionSettings
 from ..preferences import Preferences, load_preferences
 
 SETTINGS_ORG, SETTINGS_APP = "napari-vae-anomaly", "detect"
@@ -32,14 +34,6 @@ def open_settings() -> QSettings | None:
     if any(os.environ.get(k, "") not in ("", "0") for k in NO_STATE_ENV):
         return None
     return QSettings(SETTINGS_ORG, SETTINGS_APP)
-
-
-def _get(s: QSettings, key: str, typ: type, default: Any) -> Any:
-    try:
-        v = s.value(key, default)
-        return default if v is None else typ(v)
-    except (TypeError, ValueError):
-        return default
 
 
 def _as_list(v: Any) -> list[str]:
@@ -61,24 +55,32 @@ def model_dialog_folder(s: QSettings | None, prefs: Preferences) -> str:
 
 
 def save_detect_settings(w: Any, s: QSettings | None) -> None:
-    """Store the widget's current options (``w`` is a DetectWidget)."""
+    """Store the widget's current options (``w`` is a DetectWidget) as its typed settings: one
+    JSON :class:`~..detection.DetectionSettings`, plus the listed models and the min-size unit."""
     if s is None:
         return
-    s.setValue("predictors", w.chosen_predictors())
+    try:
+        settings = w.detection_settings()
+    except ValueError:  # e.g. no predictor ticked: nothing valid to remember
+        return
+    s.setValue("detection", json.dumps(settings.to_dict()))
     s.setValue("predictors_pref", ",".join(w.preferences.predictors))
-    s.setValue("ensemble", w.ensemble_combo.currentData())
-    s.setValue("threshold_mode", w.threshold_mode.currentData())
-    s.setValue("fraction", w.fraction.value())
-    s.setValue("fixed_threshold", w.fixed_threshold.value())
-    s.setValue("min_size", w.min_size.value())
     s.setValue("min_size_unit", w.min_size_unit.currentText())
-    s.setValue("median", w.median.isChecked())
-    s.setValue("energy_steps", w.energy_steps.value())
-    s.setValue("energy_alpha", w.energy_alpha.value())
-    s.setValue("energy_lambda", w.energy_lambda.value())
-    s.setValue("energy_variant", w.energy_variant.currentData())
     s.setValue("model_paths", [str(m.path) for m in w.models if m.path])
     s.sync()
+
+
+def stored_detection(s: QSettings) -> DetectionSettings | None:
+    """The remembered settings, or None when there are none or they are not valid (another
+    version's, edited by hand): the widget then starts from the defaults."""
+    text = s.value("detection", None)
+    if not text:
+        return None
+    try:
+        d = json.loads(str(text))
+        return DetectionSettings.from_dict(d) if isinstance(d, dict) else None
+    except ValueError:
+        return None
 
 
 def load_detect_settings(w: Any, s: QSettings | None, prefs: Preferences | None = None) -> None:
@@ -87,22 +89,13 @@ def load_detect_settings(w: Any, s: QSettings | None, prefs: Preferences | None 
     w.set_predictors(list(prefs.predictors))
     if s is None:
         return
-    stored = _as_list(s.value("predictors", None))
-    if stored and str(s.value("predictors_pref", "")) == ",".join(prefs.predictors):
-        w.set_predictors(stored)
-    for combo, key in ((w.ensemble_combo, "ensemble"), (w.threshold_mode, "threshold_mode"),
-                       (w.energy_variant, "energy_variant")):
-        i = combo.findData(s.value(key, combo.currentData()))
-        if i >= 0:
-            combo.setCurrentIndex(i)
-    w.fraction.setValue(_get(s, "fraction", float, w.fraction.value()))
-    w.fixed_threshold.setValue(_get(s, "fixed_threshold", float, w.fixed_threshold.value()))
-    w.min_size.setValue(_get(s, "min_size", float, w.min_size.value()))
-    w.min_size_unit.setCurrentText(str(s.value("min_size_unit", "voxels")))
-    w.median.setChecked(str(s.value("median", False)).lower() in ("true", "1"))
-    w.energy_steps.setValue(_get(s, "energy_steps", int, w.energy_steps.value()))
-    w.energy_alpha.setValue(_get(s, "energy_alpha", float, w.energy_alpha.value()))
-    w.energy_lambda.setValue(_get(s, "energy_lambda", float, w.energy_lambda.value()))
+    stored = stored_detection(s)
+    if stored is not None:
+        if str(s.value("predictors_pref", "")) != ",".join(prefs.predictors):
+            stored = stored.replace(predictors=tuple(prefs.predictors))  # just asked for
+        w.apply_settings(stored)
+        if stored.min_volume <= 0 and str(s.value("min_size_unit", "")) == "mL":
+            w.min_size_unit.setCurrentText("mL")  # a 0 mL minimum stays in millilitres
     for p in _as_list(s.value("model_paths", None)):
         if Path(p).is_file():
             w.add_model_path(p)
