@@ -141,7 +141,7 @@ def energy_rows(args, model, x, msk, opts, row, n: int, n_naive: int) -> dict[st
     dt_eb *= n / nb
     row(f"energy projection T={opts.energy_steps}, batched", dt_eb, mem_eb,
         f"chunk {opts.chunk}" + scale)
-    early = opts.replace(extra={"energy_tol": args.energy_tol})
+    early = opts.replace(energy_tol=args.energy_tol)
     used: list[float] = []
 
     def run_early() -> None:

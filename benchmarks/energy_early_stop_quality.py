@@ -34,7 +34,7 @@ def main() -> None:
     print("| tolerance | predict_volume (s) | voxel AUROC | voxel AUPRC |")
     print("|---:|---:|---:|---:|")
     for tol in a.tol:
-        o = PredictorOptions(energy_steps=a.steps, extra={"energy_tol": tol} if tol else {})
+        o = PredictorOptions(energy_steps=a.steps, energy_tol=tol)
         t0 = time.perf_counter()
         res = predict_volume(subject.volume, [model], ["energy"], o)
         dt = time.perf_counter() - t0

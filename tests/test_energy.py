@@ -148,7 +148,7 @@ def test_early_stop_ends_slices_whose_energy_no_longer_falls():
     o = PredictorOptions(energy_steps=15, energy_alpha=0.5)
     full = energy_projection(model, x, o, mask)
     assert full.steps.tolist() == [15] * 6  # off by default: every slice, every step
-    early = energy_projection(model, x, o.replace(extra={"energy_tol": 1e-3}), mask)
+    early = energy_projection(model, x, o.replace(energy_tol=1e-3), mask)
     assert early.steps.max() < 15 and early.steps.min() >= 1
     t = int(early.steps.max())
     assert early.trace.shape == (t + 1, 6)  # the run ends when every slice has stopped

@@ -109,15 +109,13 @@ class DetectionSettings:
     def predictor_options(self) -> PredictorOptions:
         """The predictor options these settings hold (other PredictorOptions fields default)."""
         shared = {f.name for f in fields(PredictorOptions)}
-        extra = {"energy_tol": self.energy_tol} if self.energy_tol > 0 else {}
         return PredictorOptions(**{f.name: getattr(self, f.name) for f in fields(self)
-                                   if f.name in shared}, extra=extra)
+                                   if f.name in shared})
 
     def with_options(self, options: PredictorOptions) -> DetectionSettings:
         """These settings with the predictor options taken from ``options``."""
         shared = {f.name for f in fields(self)}
         changes = {k: v for k, v in options.to_dict().items() if k in shared}
-        changes["energy_tol"] = float(options.extra.get("energy_tol", 0.0) or 0.0)
         return replace(self, **changes)
 
     def replace(self, **changes: Any) -> DetectionSettings:

@@ -23,7 +23,7 @@ Each step still costs one forward + backward pass (a rejected step is re-tried a
 The anomaly map is how far each pixel moved, |x_0 - x_T|, or |x_0 - f(x_T)|. Steps are also
 clamped to each slice's input intensity range. Pixels outside ``mask`` (background) stay fixed.
 
-Early stop (``options.extra["energy_tol"]`` > 0, off by default so default maps are unchanged):
+Early stop (``options.energy_tol`` > 0, off by default so default maps are unchanged):
 a slice stops once an accepted step lowered its energy by less than ``tol`` times the energy
 (its energy no longer falls); later passes run on the slices still moving only, and the run
 ends when none is. ``EnergyResult.steps`` says how many steps each slice took.
@@ -59,7 +59,7 @@ class EnergyResult:
 
 def energy_tolerance(options: PredictorOptions) -> float:
     """The early-stop tolerance (relative energy decrease; 0 = run every step)."""
-    tol = float(options.extra.get("energy_tol", 0.0) or 0.0)
+    tol = float(options.energy_tol)
     if tol < 0:
         raise ValueError(f"energy_tol must be >= 0, got {tol}")
     return tol

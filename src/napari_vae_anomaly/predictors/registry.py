@@ -150,6 +150,8 @@ class PredictorOptions:
       models α 0.05-2 give voxel AUROC 0.92-0.95 at 3, 20 and 50 steps. α 0.2 is the default
       because its AUROC changes least with the step count; λ 1 (z-scored slices). Without the
       safeguards α 0.5 oscillated with period 2: AUROC 0.95 after odd, 0.49 after even steps.
+      ``energy_tol`` > 0 stops a slice once an accepted step lowers its energy by less than
+      that fraction (0, the default, runs every step: maps as measured; docs/benchmarks.md).
     * ``median``/``erode``: volume stage of every map (``predict_volume``): the brain mask
       the map is kept in is eroded by ``erode`` voxels (the brain outline is the classic false
       positive), then the map gets a 3-D median filter of ``median`` voxels a side (Baur et
@@ -168,6 +170,7 @@ class PredictorOptions:
     energy_alpha: float = 0.2
     energy_lambda: float = 1.0
     energy_variant: str = "x0_xT"
+    energy_tol: float = 0.0
     median: int = 5
     erode: int = 0
     chunk: int = 32
@@ -179,8 +182,8 @@ class PredictorOptions:
             raise ValueError(f"smoothing needs sigma >= 0 and an odd kernel, got {self.sigma}, {self.kernel}")
         if self.smoothgrad_n < 0 or self.n_latent_samples < 1:
             raise ValueError("smoothgrad_n must be >= 0 and n_latent_samples >= 1")
-        if self.energy_steps < 0 or self.energy_alpha < 0 or self.energy_lambda < 0:
-            raise ValueError("energy steps, alpha and lambda must be >= 0")
+        if min(self.energy_steps, self.energy_alpha, self.energy_lambda, self.energy_tol) < 0:
+            raise ValueError("energy steps, alpha, lambda and tolerance must be >= 0")
         if self.energy_variant not in ENERGY_VARIANTS:
             raise ValueError(f"energy_variant must be one of {ENERGY_VARIANTS}, got {self.energy_variant!r}")
         if self.median < 0 or self.erode < 0:
