@@ -79,8 +79,9 @@ def test_cycle_finder_finds_a_circle():
 ENTRY_POINTS = {
     "napari_vae_anomaly.cli.train": ("training",),
     "napari_vae_anomaly.cli.benchmark": ("study",),
-    "napari_vae_anomaly.widgets": ("training", "study"),
-    "napari_vae_anomaly.workers": ("training", "study"),
+    "napari_vae_anomaly.widgets.training": ("training",),
+    "napari_vae_anomaly.widgets.training_form": ("training",),
+    "napari_vae_anomaly.workers.training_worker": ("training",),
 }
 
 

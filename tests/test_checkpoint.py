@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from napari_vae_anomaly.devices import available_devices, release_model, resolve_device
 from napari_vae_anomaly.errors import CheckpointError, DeviceError
 from napari_vae_anomaly.models.checkpoint import (
     FORMAT_NAME,
@@ -22,7 +23,6 @@ from napari_vae_anomaly.models.checkpoint import (
 )
 from napari_vae_anomaly.models.vae import VAE, VAEConfig
 from napari_vae_anomaly.preprocessing import PreprocessConfig
-from napari_vae_anomaly.training.devices import available_devices, release_model, resolve_device
 
 
 @pytest.fixture(autouse=True)

@@ -177,7 +177,7 @@ def test_models_tooltip_remove_and_bad_file(setup, tmp_path, messages, monkeypat
     errors = [m for lv, m in messages if lv == "error"]
     assert len(errors) == 1 and "broken.safetensors" in errors[0] and "\n" not in errors[0]
     freed = []
-    monkeypatch.setattr("napari_vae_anomaly.training.devices.release_model", freed.append)
+    monkeypatch.setattr("napari_vae_anomaly.devices.release_model", freed.append)
     loaded = widget.models[0]
     widget.remove_model(0)
     assert freed == [loaded] and widget.model_list.count() == 0 and not widget.models

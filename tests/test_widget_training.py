@@ -49,7 +49,7 @@ def test_heatmaps_and_masks_are_not_offered_as_normal_data(widget, qtbot):
 
 
 def test_form_and_device_list(widget):
-    from napari_vae_anomaly.training.devices import available_devices
+    from napari_vae_anomaly.devices import available_devices
 
     items = [widget.device_combo.itemText(i) for i in range(widget.device_combo.count())]
     assert items == ["auto", *available_devices()]
@@ -147,7 +147,7 @@ def test_stop_keeps_best_model(widget, qtbot, tmp_path, notes):
 
 
 def test_load_replace_and_unload_free_the_model(widget, qtbot, tmp_path, notes, monkeypatch):
-    import napari_vae_anomaly.training.devices as devices
+    import napari_vae_anomaly.devices as devices
     from napari_vae_anomaly.models.checkpoint import save_checkpoint
     from napari_vae_anomaly.models.vae import VAE, VAEConfig
     from napari_vae_anomaly.preprocessing import PreprocessConfig

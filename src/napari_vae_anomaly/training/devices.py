@@ -1,5 +1,5 @@
 """Moved to :mod:`napari_vae_anomaly.devices` (models and predictors need it too); kept so that
-older imports and the widgets' ``training.devices`` names keep working."""
+older imports keep working."""
 
 from ..devices import DEVICE_CHOICES, available_devices, release_model, resolve_device
 

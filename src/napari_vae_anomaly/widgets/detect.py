@@ -108,8 +108,8 @@ class DetectWidget(DetectFormMixin, QWidget):
 
     def add_model_path(self, path: str | Path) -> Any | None:
         """Load a checkpoint and list it (no duplicates); returns the LoadedModel or None."""
+        from ..devices import resolve_device
         from ..models.checkpoint import load_checkpoint
-        from ..training.devices import resolve_device
 
         path = Path(path)
         for m in self._models:
@@ -142,7 +142,7 @@ class DetectWidget(DetectFormMixin, QWidget):
 
     def remove_model(self, row: int) -> None:
         """Unlist a model and free its memory (GPU included)."""
-        from ..training.devices import release_model
+        from ..devices import release_model
 
         loaded = self._models.pop(row)
         self.model_list.takeItem(row)
@@ -233,7 +233,7 @@ class DetectWidget(DetectFormMixin, QWidget):
 
     def _on_finish(self) -> None:
         if self._release_after_job:
-            from ..training.devices import release_model
+            from ..devices import release_model
 
             for loaded in self._release_after_job:
                 release_model(loaded)

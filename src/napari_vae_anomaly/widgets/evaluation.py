@@ -1,8 +1,8 @@
 """The Evaluation dock widget: metrics of anomaly maps against a ground truth, and calibration.
 
 A thin view. Metrics come from :func:`workers.evaluation_worker.evaluate_maps` (run in a napari
-worker), the plots from :func:`study.plots.draw_roc_pr`, the calibration from
-:mod:`study.calibrate`.
+worker), the plots from :func:`metrics.plots.draw_roc_pr`, the calibration from
+:mod:`postprocessing.calibrate`.
 
 **Evaluate**: the chosen maps (heatmap Image layers, or a Labels mask) against a ground-truth
 Labels layer, inside an optional foreground layer (its nonzero voxels). Dice is taken at each
@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..study.calibrate import Calibration, calibrate, edited_slices
+from ..postprocessing.calibrate import Calibration, calibrate, edited_slices
 from ._common import (
     LayerCombo,
     LayerList,
@@ -343,7 +343,7 @@ class EvaluationWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _show(self, evaluation: Any) -> None:
-        from ..study.plots import draw_roc_pr
+        from ..metrics.plots import draw_roc_pr
 
         if evaluation is None:  # stopped before the end
             self.status.setText(CANCELLED)

@@ -332,7 +332,7 @@ class TrainingWidget(TrainingFormMixin, QWidget):
     def _model_device(self) -> str:
         device = self.device_combo.currentText() or "cpu"
         if device == "auto":
-            from ..training.devices import available_devices
+            from ..devices import available_devices
 
             return available_devices()[0]
         return device
@@ -346,7 +346,7 @@ class TrainingWidget(TrainingFormMixin, QWidget):
                 info("No model loaded.")
             return
         try:
-            from ..training.devices import release_model
+            from ..devices import release_model
 
             release_model(getattr(loaded, "model", loaded))
         except Exception as exc:  # noqa: BLE001

@@ -225,7 +225,7 @@ def train_defaults() -> dict[str, Any]:
 
 def device_choices() -> list[str]:
     """'auto' followed by the devices usable now (cuda:N, mps, cpu)."""
-    from ..training.devices import available_devices
+    from ..devices import available_devices
 
     return ["auto", *available_devices()]
 
