@@ -76,3 +76,17 @@ def untrained_loaded(size: int = 16, beta: float = 0.5, seed: int = 0, name: str
 
     model = tiny_vae(size=size, beta=beta, seed=seed)
     return LoadedModel(model, model.config, PreprocessConfig(size=size), {"name": name})
+
+
+def save_phantom_checkpoint(path, card: dict | None = None):
+    """:func:`phantom_setup`'s model saved at ``path`` with its normal reference (what the CLI
+    and the Detect widget load); returns ``(checkpoint path, loaded, lesioned test phantom)``."""
+    from types import SimpleNamespace
+
+    from napari_vae_anomaly.models.checkpoint import save_checkpoint
+
+    loaded, test = phantom_setup()
+    ref = SimpleNamespace(images=loaded.normal_images, masks=loaded.normal_masks)
+    ckpt = save_checkpoint(path, loaded.model, card or {"name": "tiny"}, loaded.preprocess,
+                           normal_reference=ref)
+    return ckpt, loaded, test

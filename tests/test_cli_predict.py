@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _models import phantom_setup
+from _models import save_phantom_checkpoint
 from napari_vae_anomaly.cli.main import main
 
 
@@ -17,13 +17,9 @@ def cohort(tmp_path_factory):
     from napari_vae_anomaly.data.phantom import make_phantom
     from napari_vae_anomaly.io.geometry import Geometry
     from napari_vae_anomaly.io.write import write_volume
-    from napari_vae_anomaly.models.checkpoint import save_checkpoint
 
     d = tmp_path_factory.mktemp("cohort")
-    loaded, test = phantom_setup()
-    ref = SimpleNamespace(images=loaded.normal_images, masks=loaded.normal_masks)
-    ckpt = save_checkpoint(d / "tiny.safetensors", loaded.model, {"name": "tiny"},
-                           loaded.preprocess, normal_reference=ref)
+    ckpt, loaded, test = save_phantom_checkpoint(d / "tiny.safetensors")
     a, b = np.deg2rad(15.0), np.deg2rad(-10.0)
     rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
     rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])

@@ -10,7 +10,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from _models import phantom_setup, untrained_loaded
+from _models import save_phantom_checkpoint, untrained_loaded
 from napari_vae_anomaly.detection import DetectionSettings, detect
 from napari_vae_anomaly.predictors.pipeline import (
     PredictionCancelled,
@@ -26,13 +26,9 @@ def saved(tmp_path_factory):
     from types import SimpleNamespace
 
     from napari_vae_anomaly.io.write import write_volume
-    from napari_vae_anomaly.models.checkpoint import save_checkpoint
 
     d = tmp_path_factory.mktemp("detection")
-    loaded, test = phantom_setup()
-    ref = SimpleNamespace(images=loaded.normal_images, masks=loaded.normal_masks)
-    ckpt = save_checkpoint(d / "tiny.safetensors", loaded.model, {"name": "tiny"},
-                           loaded.preprocess, normal_reference=ref)
+    ckpt, _loaded, test = save_phantom_checkpoint(d / "tiny.safetensors")
     scan = write_volume(d / "scan.nii.gz", test.image, test.geometry)
     return SimpleNamespace(dir=d, ckpt=ckpt, scan=scan)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from _models import phantom_setup
+from _models import save_phantom_checkpoint
 from napari_vae_anomaly.distributed import shard
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -36,16 +36,11 @@ def _contents(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.skipif(not TORCHRUN.exists() and not shutil.which("torchrun"), reason="no torchrun")
 def test_two_gloo_processes_write_the_files_of_one_process(tmp_path):
-    from types import SimpleNamespace
 
     from napari_vae_anomaly.data.phantom import make_phantom
     from napari_vae_anomaly.io.write import write_volume
-    from napari_vae_anomaly.models.checkpoint import save_checkpoint
 
-    loaded, _test = phantom_setup()
-    ref = SimpleNamespace(images=loaded.normal_images, masks=loaded.normal_masks)
-    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", loaded.model, {"name": "tiny"},
-                           loaded.preprocess, normal_reference=ref)
+    ckpt, loaded, _test = save_phantom_checkpoint(tmp_path / "tiny.safetensors")
     inputs = []
     for seed in (11, 12, 13):
         p = make_phantom(seed=seed, shape=(12, 40, 40), lesions=True)
