@@ -176,13 +176,19 @@ def score_region(foreground: np.ndarray, erode: int, flat: bool = False) -> np.n
 
 
 def volume_stage(score: np.ndarray, region: np.ndarray, median: int) -> np.ndarray:
-    """A map on the voxel grid: kept inside ``region``, then median-filtered (float32)."""
-    from ..postprocessing.filters import median_filter_map
+    """A map on the voxel grid: kept inside ``region``, then median-filtered (float32).
 
-    m = np.asarray(score, np.float32) * region
+    A float32 ``score`` is changed in place and returned (the pipeline owns it): a map then
+    costs one volume-sized array plus the median filter's box, not three copies.
+    """
+    from ..postprocessing.filters import median_filter_in_place
+
+    m = score if score.dtype == np.float32 else score.astype(np.float32)
+    np.multiply(m, region, out=m)
     if median > 1 and region.any():
-        m = median_filter_map(m, median, region) * region
-    return m.astype(np.float32, copy=False)
+        median_filter_in_place(m, median, region)
+        np.multiply(m, region, out=m)
+    return m
 
 
 @dataclass
