@@ -26,7 +26,8 @@ from typing import Any
 from ..errors import AnomalyError
 
 PREFETCH = 2  # cases read and preprocessed, waiting for the model (volumes: small)
-WRITE_BEHIND = 2  # maps waiting to be staged by the writer (each one volume)
+WRITE_BEHIND = 1  # maps waiting to be staged by the writer (each one volume)
+MMAP_THRESHOLD = 1 << 20  # arrays from this size are mapped and unmapped (see below)
 _END = object()
 
 
@@ -168,6 +169,23 @@ def count_written(tally: Tally, lock: threading.Lock, emit: Callable[[str], None
             tally.done += 1
 
 
+def return_freed_arrays() -> None:
+    """Have glibc map every array of ``MMAP_THRESHOLD`` bytes or more on its own, so that
+    freeing it gives the memory back to the system.
+
+    Why: by default glibc raises its threshold after the first large block is freed; from
+    then on volume-sized arrays (one per map, made and freed in turn) come from the heap,
+    whose freed parts the process keeps, so the resident set grew with every map of a case
+    although only a few were alive at a time. A no-op where there is no glibc.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def run_cohort(job: Any, work: list[tuple[str, str]], ctx: Any = None,
                total: int | None = None) -> Tally:
     """Predict this rank's ``work`` ((input, case) pairs) with reading and writing overlapped.
@@ -180,6 +198,7 @@ def run_cohort(job: Any, work: list[tuple[str, str]], ctx: Any = None,
     from ..distributed import DistContext, SharedCounter
 
     ctx = ctx or DistContext()
+    return_freed_arrays()
     tally, lock = Tally(), threading.Lock()
     bar = tqdm(total=total or len(work), desc="predict", unit="case", file=sys.stderr,
                disable=job.args.no_progress or not ctx.is_main)
