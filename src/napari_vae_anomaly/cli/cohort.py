@@ -158,7 +158,7 @@ def write_behind(job: Any, tally: Tally, lock: threading.Lock, emit: Callable[[s
 
 
 def count_written(tally: Tally, lock: threading.Lock, emit: Callable[[str], None], src: str,
-             error: str) -> None:
+                  error: str) -> None:
     """Count a case the writing thread finished (written, or failed with ``error``)."""
     if error:
         emit(error)
