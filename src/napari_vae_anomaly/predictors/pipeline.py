@@ -41,6 +41,9 @@ class PredictionResult:
     * ``ensemble``: normalized mean over every (model, predictor) map, when there is more
       than one; else None.
     * ``foreground`` (bool), ``geometry`` (the input's), ``normalization`` used.
+
+    With a :class:`MapHandoff` the maps were handed on as they were made: ``maps`` /
+    ``ensemble`` then hold only the kept one and ``member_maps`` is empty.
     """
 
     maps: dict[str, np.ndarray]
