@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from napari_vae_anomaly.cli import predict as predict_cli
+from napari_vae_anomaly.cli import predict_case
 from napari_vae_anomaly.cli.cohort import run_cohort
 from napari_vae_anomaly.data.phantom import make_phantom
 from napari_vae_anomaly.detection import detect
@@ -60,11 +61,11 @@ def sequential(job, work) -> tuple[float, float]:
     model = 0.0
     t0 = time.perf_counter()
     for src, case in work:
-        vol, paths, _kept = predict_cli.load_case(job, src, case, print)
+        vol, paths, _kept = predict_case.load_case(job, src, case, print)
         t = time.perf_counter()
         res = detect(vol, job.models, job.settings, job.thresholds)
         model += time.perf_counter() - t
-        predict_cli.write_outputs(job, paths, vol, res)
+        predict_case.write_outputs(job, paths, vol, res)
     return time.perf_counter() - t0, model
 
 

@@ -106,17 +106,17 @@ def test_missing_input_is_one_line_exit_2_and_no_output_folder(cohort, tmp_path,
 def test_a_case_that_fails_to_write_does_not_stop_the_next(cohort, tmp_path, capsys,
                                                             monkeypatch):
     """Writing runs in a background thread: its failure is still one line for that case."""
-    from napari_vae_anomaly.cli import predict_case as predict_mod
+    import napari_vae_anomaly.io.write as write_mod
     from napari_vae_anomaly.errors import VolumeWriteError
 
-    real = predict_mod.write_case
+    real = write_mod.stage_volume
 
-    def first_fails(outputs, geometry, overwrite):
-        if any(p.name.startswith("case01_") for p in outputs):
+    def first_fails(path, *args, **kwargs):
+        if path.name.startswith("case01_"):
             raise VolumeWriteError("case01_rec.nii.gz: no space left on the device")
-        return real(outputs, geometry, overwrite)
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(predict_mod, "write_case", first_fails)
+    monkeypatch.setattr(write_mod, "stage_volume", first_fails)
     out = tmp_path / "out"
     assert main(["predict", str(cohort.first), str(cohort.second), "--model", str(cohort.ckpt),
                  "--predictor", "rec", "--threshold", "0.3", "--out-dir", str(out),

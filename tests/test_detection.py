@@ -170,3 +170,30 @@ def test_widget_starts_from_the_settings_defaults(make_napari_viewer):
     widget = DetectWidget(make_napari_viewer())
     assert widget.detection_settings() == DetectionSettings()
     assert widget.min_size.toolTip().lower().startswith("remove mask components")
+
+
+@pytest.mark.parametrize("n_models, names, flat", [(1, ("rec", "combi", "kl_grad"), False),
+                                                   (2, ("rec", "rec_grad"), False),
+                                                   (1, ("rec", "combi"), True)])
+def test_maps_handed_on_as_made_are_the_same_bytes_and_only_the_masks_map_is_kept(
+        n_models, names, flat):
+    """predict's path: each final map goes to ``put`` once, in output order, and is not kept
+    (but for the mask's), with the same bytes, mask and lesions as keeping every map."""
+    from napari_vae_anomaly.data.phantom import make_phantom
+
+    models = [untrained_loaded(seed=s, name=f"m{s}") for s in range(n_models)]
+    vol = make_phantom(seed=5, shape=(10, 24, 20), lesions=True).volume
+    if flat:
+        vol.data, vol.geometry = np.ascontiguousarray(vol.data[5]), vol.geometry.with_ndim(2)
+    settings = DetectionSettings(predictors=names, threshold=0.3, min_size=0, chunk=4)
+    kept = detect(vol, models, settings)
+    handed: list[tuple[str, np.ndarray]] = []
+    streamed = detect(vol, models, settings, put=lambda k, m: handed.append((k, m)))
+    assert [k for k, _ in handed] == settings.keys(n_models) == [*names, "ensemble"]
+    for key, arr in handed:
+        assert arr.dtype == np.float32 and arr.shape == vol.data.shape
+        assert arr.tobytes() == kept.maps[key].tobytes(), key
+    assert list(streamed.maps) == ["ensemble"] and streamed.mask_key == "ensemble"
+    assert streamed.prediction.member_maps == {}
+    assert streamed.mask.tobytes() == kept.mask.tobytes() and streamed.mask.any()
+    assert len(streamed.lesions) == len(kept.lesions)

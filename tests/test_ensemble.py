@@ -81,3 +81,27 @@ def test_run_chunked_stops_when_asked():
     seen = []
     parts = run_chunked(lambda sl: seen.append(sl) or 1, 10, 2, should_stop=lambda: len(seen) >= 2)
     assert len(parts) == 2
+
+
+@pytest.mark.parametrize("method", ["zscore", "rank", "reference"])
+def test_running_sum_equals_the_mean_of_the_stacked_normalized_maps(method):
+    """EnsembleSum (float64 over the foreground, one map at a time) gives the bytes of the
+    float64 mean of every normalized map held at once."""
+    from napari_vae_anomaly.predictors.ensemble import EnsembleSum
+
+    rng = np.random.default_rng(4)
+    fg = rng.random((6, 9, 7)) > 0.4
+    maps = [rng.gamma(2.0, 1.0 + i, fg.shape).astype(np.float32) for i in range(5)]
+    stats = [(1.0 + i, 0.5 + i) for i in range(5)] if method == "reference" else [None] * 5
+    old = np.zeros(fg.shape, np.float64)
+    for m, st in zip(maps, stats, strict=True):
+        old += normalize_map(m, fg, method, st)
+    expected = (old / len(maps)).astype(np.float32)
+    acc = EnsembleSum(fg, method)
+    for m, st in zip(maps, stats, strict=True):
+        acc.add(m, st)
+    got = acc.mean()
+    assert got.dtype == np.float32 and acc.count == 5 and acc.sum.shape == (int(fg.sum()),)
+    assert got.tobytes() == expected.tobytes()
+    assert not got[~fg].any() and got[fg].std() > 0
+    assert ensemble_maps(maps, fg, method, stats).tobytes() == expected.tobytes()

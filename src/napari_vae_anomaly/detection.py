@@ -167,7 +167,7 @@ class DetectionResult:
     """Everything one detection produced: maps, the mask, its threshold and lesions."""
 
     prediction: PredictionResult
-    maps: dict[str, np.ndarray]  # predictors (+ "ensemble"): what the CLI writes
+    maps: dict[str, np.ndarray]  # predictors (+ "ensemble"); the mask's only when handed on
     mask_key: str
     thresholds: Thresholds
     mask: np.ndarray  # uint8, the input's shape
@@ -202,24 +202,29 @@ def detect_iter(
     thresholds: Thresholds | None = None,
     should_stop: Callable[[], bool] | None = None,
     prepared: PreparedVolume | None = None,
+    put: Callable[[str, np.ndarray], None] | None = None,
 ) -> Generator[Progress, None, DetectionResult]:
     """Detection on one volume; yields :class:`~.predictors.pipeline.Progress` events.
 
     ``thresholds`` from :func:`calibrate` (computed here when None: pass them for a cohort);
-    ``prepared``: the volume's ``prepare_volume``, when it was done ahead.
+    ``prepared``: the volume's ``prepare_volume``, when it was done ahead. ``put(key, map)``:
+    each final map is handed there as soon as it is made (``predict``'s staged writer) and
+    not kept, but for the mask's: the result's ``maps`` then holds that one only.
     Raises ``PredictionCancelled`` when ``should_stop()`` becomes true between chunks.
     """
     from .postprocessing.lesions import lesion_table
     from .postprocessing.mask import MaskOptions, postprocess
-    from .predictors.pipeline import Progress, predict_volume_iter
+    from .predictors.pipeline import MapHandoff, Progress, predict_volume_iter
 
+    key = settings.mask_key(len(models))
+    handoff = None if put is None else MapHandoff(put, key)
     prediction = yield from predict_volume_iter(volume, models, settings.names,
                                                 settings.predictor_options(),
-                                                settings.normalize, should_stop, prepared)
+                                                settings.normalize, should_stop, prepared,
+                                                handoff)
     if thresholds is None:
         yield Progress(0, 1, "thresholds")
         thresholds = calibrate(models, settings, should_stop)
-    key = settings.mask_key(len(models))
     maps = prediction.all_maps()
     score = maps[key]
     if settings.mask_median > 1:
@@ -243,10 +248,11 @@ def detect(
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     prepared: PreparedVolume | None = None,
+    put: Callable[[str, np.ndarray], None] | None = None,
 ) -> DetectionResult:
     """Callback form of :func:`detect_iter` (``progress`` sees every event)."""
     from .predictors.pipeline import drain
 
     gen = detect_iter(volume, models, settings or DetectionSettings(), thresholds, should_stop,
-                      prepared)
+                      prepared, put)
     return drain(gen, progress)

@@ -389,6 +389,9 @@ def lesion_free_slices(batch: SliceBatch, lesion_masks: np.ndarray) -> SliceBatc
     return batch.subset(~touched)
 
 
+_BACK_CHUNK = 8  # slices resized back together by from_slices
+
+
 def from_slices(
     maps: np.ndarray, batch: SliceBatch, fill: float = 0.0, order: int = 1
 ) -> np.ndarray:
@@ -407,12 +410,15 @@ def from_slices(
             f"maps of shape {np.asarray(maps).shape} do not match the batch "
             f"({len(batch)}, {lay.size}, {lay.size})"
         )
-    big = _resize_stack(a.astype(np.float32), lay.square, order)
     (t, _), (left, _) = lay.pad
     h, w = lay.slice_shape
-    crop = big[:, t : t + h, left : left + w]
     shape3 = (1, *lay.shape) if len(lay.shape) == 2 else lay.shape
     out = np.full(shape3, fill, dtype=np.float32)
     view = np.moveaxis(out, lay.axis, 0)
-    view[batch.indices] = crop
+    # resized a few slices at a time (each slice is resized on its own, so the values are the
+    # same): the full-size resized stack is never held beside the output
+    for start in range(0, len(batch), _BACK_CHUNK):
+        part = slice(start, start + _BACK_CHUNK)
+        big = _resize_stack(a[part].astype(np.float32), lay.square, order)
+        view[batch.indices[part]] = big[:, t : t + h, left : left + w]
     return out[0] if len(lay.shape) == 2 else out

@@ -139,3 +139,30 @@ def test_volume_notes_are_printed_as_warnings(setup, capsys):
     err = capsys.readouterr().err
     assert "predict: warning: holes.nii.gz: 2 NaN/infinite voxels were set to 0" in err
     assert "predict: warning: two_channels.nii.gz: 2 channels; used channel 0" in err
+
+
+def test_a_case_failing_after_its_maps_were_staged_leaves_nothing(setup, monkeypatch, capsys):
+    """Maps are staged as they are made; when the case fails later (here: making the mask),
+    the staged maps are discarded with it: no file, no temporary."""
+    import napari_vae_anomaly.io.write as write_mod
+    import napari_vae_anomaly.postprocessing.mask as mask_mod
+
+    d, ckpt, scan = setup
+    out = d / "out"
+    real = write_mod.stage_volume
+    staged = []
+
+    def counted(path, *args, **kwargs):
+        staged.append(path.name)
+        return real(path, *args, **kwargs)
+
+    def broken(*_a, **_k):
+        raise ValueError("no mask today")
+
+    monkeypatch.setattr(write_mod, "stage_volume", counted)
+    monkeypatch.setattr(mask_mod, "postprocess", broken)
+    rc = main(_argv(ckpt, out, scan, extra=["--predictor", "rec", "--predictor", "combi"]))
+    assert rc == 1
+    assert staged == ["scan_rec.nii.gz", "scan_combi.nii.gz", "scan_ensemble.nii.gz"]
+    assert f"predict: {scan}: ValueError: no mask today" in capsys.readouterr().err
+    assert snapshot(out) == {}

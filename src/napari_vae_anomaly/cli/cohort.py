@@ -2,8 +2,9 @@
 
 Why: case after case, reading + preprocessing, the model and writing never overlapped, so a
 cohort took the sum of all three. Here a reading thread loads and preprocesses the next cases
-and a writing thread writes the previous ones while the model runs on the current one (queues
-of ``PREFETCH`` read cases and ``WRITE_BEHIND`` computed ones bound the memory). Under ``torchrun`` every rank takes its own share of
+and a writing thread stages each map as soon as it is made and commits a case once its mask
+is made, while the model goes on (queues of ``PREFETCH`` read cases and ``WRITE_BEHIND`` maps
+bound the memory: the maps of a case are never all held at once). Under ``torchrun`` every rank takes its own share of
 the cases (:func:`..distributed.shard`), rank 0 shows one bar over all ranks and
 prints the one summary, and every rank exits with the same status.
 
@@ -25,7 +26,8 @@ from typing import Any
 from ..errors import AnomalyError
 
 PREFETCH = 2  # cases read and preprocessed, waiting for the model (volumes: small)
-WRITE_BEHIND = 1  # computed cases waiting to be written (all their maps: large)
+WRITE_BEHIND = 1  # maps waiting to be staged by the writer (each one volume)
+MMAP_THRESHOLD = 1 << 20  # arrays from this size are mapped and unmapped (see below)
 _END = object()
 
 
@@ -121,23 +123,67 @@ def read_ahead(job: Any, work: Iterable[tuple[str, str]], emit: Callable[[str], 
 
 def write_behind(job: Any, tally: Tally, lock: threading.Lock, emit: Callable[[str], None]
                  ) -> Callable[[Background], None]:
-    """The writing thread's loop: each computed case written all at once, or reported."""
-    from .predict_case import write_outputs
+    """The writing thread's loop. Messages: ``("map", case, key, array)`` stages one map as
+    soon as it is made (:class:`.predict_case.CaseWriter`), ``("done", case, result)``
+    stages the mask and commits the case, ``("drop", case)`` discards a case whose
+    computation failed. A case whose staging failed is reported once, when it is done."""
+    from .predict_case import CaseWriter
 
     def loop(bg: Background) -> None:
-        while (item := bg.get()) is not _END:
-            loaded, result = item
-            try:
-                write_outputs(job, loaded.paths, loaded.volume, result)
-            except Exception as exc:  # noqa: BLE001 - reported as this case's failure
-                emit(failure_text(loaded.src, exc))
-                with lock:
-                    tally.failed.append(str(loaded.src))
-                continue
-            with lock:
-                tally.done += 1
+        writer: CaseWriter | None = None
+        error = ""
+        try:
+            while (msg := bg.get()) is not _END:
+                kind, loaded = msg[0], msg[1]
+                if writer is None:
+                    writer, error = CaseWriter(job, loaded.paths, loaded.volume), ""
+                try:
+                    if kind == "map" and not error:
+                        writer.add(msg[2], msg[3])
+                    elif kind == "done" and not error:
+                        writer.finish(msg[2])
+                except Exception as exc:  # noqa: BLE001 - reported as this case's failure
+                    error = failure_text(loaded.src, exc)
+                if kind == "map":
+                    continue
+                writer.discard()  # what was committed is no longer there to discard
+                writer = None
+                if kind == "done":
+                    count_written(tally, lock, emit, loaded.src, error)
+        finally:
+            if writer is not None:
+                writer.discard()  # interrupted mid-case: nothing of it is left
 
     return loop
+
+
+def count_written(tally: Tally, lock: threading.Lock, emit: Callable[[str], None], src: str,
+                  error: str) -> None:
+    """Count a case the writing thread finished (written, or failed with ``error``)."""
+    if error:
+        emit(error)
+    with lock:
+        if error:
+            tally.failed.append(str(src))
+        else:
+            tally.done += 1
+
+
+def return_freed_arrays() -> None:
+    """Have glibc map every array of ``MMAP_THRESHOLD`` bytes or more on its own, so that
+    freeing it gives the memory back to the system.
+
+    Why: by default glibc raises its threshold after the first large block is freed; from
+    then on volume-sized arrays (one per map, made and freed in turn) come from the heap,
+    whose freed parts the process keeps, so the resident set grew with every map of a case
+    although only a few were alive at a time. A no-op where there is no glibc.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def run_cohort(job: Any, work: list[tuple[str, str]], ctx: Any = None,
@@ -152,6 +198,7 @@ def run_cohort(job: Any, work: list[tuple[str, str]], ctx: Any = None,
     from ..distributed import DistContext, SharedCounter
 
     ctx = ctx or DistContext()
+    return_freed_arrays()
     tally, lock = Tally(), threading.Lock()
     bar = tqdm(total=total or len(work), desc="predict", unit="case", file=sys.stderr,
                disable=job.args.no_progress or not ctx.is_main)
@@ -198,10 +245,15 @@ def compute(job: Any, item: Loaded, tally: Tally, lock: threading.Lock, writer: 
             (tally.failed if item.error else tally.kept).append(str(item.src))
         return
     t = time.perf_counter()
+
+    def put(key: str, data: Any) -> None:  # each map to the writer as soon as it is made
+        writer.put(("map", item, key, data))
+
     try:
         result = detect(item.volume, job.models, job.settings, job.thresholds,
-                        prepared=item.prepared)
+                        prepared=item.prepared, put=put)
     except Exception as exc:  # noqa: BLE001 - keep the cohort going
+        writer.put(("drop", item))
         emit(failure_text(item.src, exc))
         with lock:
             tally.failed.append(str(item.src))
@@ -210,7 +262,7 @@ def compute(job: Any, item: Loaded, tally: Tally, lock: threading.Lock, writer: 
         item.prepared = None  # the slices are no longer needed
     with lock:
         tally.model_seconds += time.perf_counter() - t
-    writer.put((item, result))
+    writer.put(("done", item, result))
     bar.set_postfix_str(f"{item.case}: {int(result.mask.sum())} voxels flagged")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detection import DetectionSettings, Thresholds
-from .outputs import volume_notes, write_case
+from .outputs import volume_notes
 
 DICOM_SEG = "dicom-seg"
 
@@ -53,17 +53,78 @@ def load_case(job: Job, src: str, case: str, emit: Any) -> tuple[Any, dict[str, 
     return vol, paths, ""
 
 
+class CaseWriter:
+    """One case's outputs written all or none, each map staged as soon as it is made.
+
+    Why: holding every map of a case until the end cost one volume per map. Each map is
+    written and verified in a temporary folder beside its target (:func:`..io.write.stage_volume`,
+    or a DICOM Parametric Map) when it arrives and can then be released; :meth:`finish` stages
+    the mask and moves every file into place together, and :meth:`discard` (always called)
+    removes whatever was staged but not committed, so a failed or interrupted case leaves
+    nothing behind.
+    """
+
+    def __init__(self, job: Job, paths: dict[str, Path], vol: Any):
+        self.job, self.paths, self.vol = job, paths, vol
+        self.staged: dict[str, Any] = {}
+
+    def add(self, key: str, data: Any) -> None:
+        """Stage the map ``key`` (a predictor or 'ensemble') of this case."""
+        args = self.job.args
+        if key not in self.paths or key == "mask":
+            return  # not an output of this run
+        if args.format == DICOM_SEG:
+            from ..io import dicom_seg
+
+            self.staged[key] = dicom_seg.stage_dicom_parametric_map(
+                self.paths[key], data, self.vol.geometry, map_label=key,
+                model_name=self.model_names(), overwrite=args.overwrite)
+        else:
+            from ..io.write import stage_volume
+
+            self.staged[key] = stage_volume(self.paths[key], data, self.vol.geometry,
+                                            overwrite=args.overwrite)
+
+    def model_names(self) -> str:
+        return ", ".join(m.name for m in self.job.models)
+
+    def finish(self, res: Any) -> None:
+        """Stage the mask (and any map not handed on before), then commit every file."""
+        args = self.job.args
+        for k in self.job.keys:
+            if k not in self.staged:
+                self.add(k, res.maps[k])
+        if args.format == DICOM_SEG:
+            from ..io import dicom_seg
+
+            about = {"predictor": res.mask_key, "threshold": f"{res.threshold:.6g}"}
+            mask = dicom_seg.stage_dicom_seg(self.paths["mask"], res.mask, self.vol.geometry,
+                                             model_name=self.model_names(), parameters=about,
+                                             overwrite=args.overwrite)
+            order = [mask, *(self.staged[k] for k in self.job.keys)]  # SEG first
+        else:
+            from ..io.write import stage_volume
+
+            mask = stage_volume(self.paths["mask"], res.mask, self.vol.geometry,
+                                overwrite=args.overwrite)
+            order = [*(self.staged[k] for k in self.job.keys), mask]
+        self.staged["mask"] = mask
+        for s in order:
+            s.commit()
+
+    def discard(self) -> None:
+        for s in self.staged.values():
+            s.discard()
+        self.staged.clear()
+
+
 def write_outputs(job: Job, paths: dict[str, Path], vol: Any, res: Any) -> None:
-    """Write one case's maps and mask, all or none."""
-    args = job.args
-    if args.format == DICOM_SEG:
-        about = {"models": ", ".join(m.name for m in job.models), "predictor": res.mask_key,
-                 "threshold": f"{res.threshold:.6g}"}
-        write_dicom_case(paths, res.maps, res.mask, vol, about, args.overwrite)
-        return
-    outputs = {paths[k]: res.maps[k] for k in job.keys}
-    outputs[paths["mask"]] = res.mask
-    write_case(outputs, vol.geometry, overwrite=args.overwrite)
+    """Write one case's maps and mask, all or none (every map of ``res`` at once)."""
+    case = CaseWriter(job, paths, vol)
+    try:
+        case.finish(res)
+    finally:
+        case.discard()
 
 
 def dicom_paths(paths: dict[str, Path]) -> dict[str, Path]:
@@ -76,27 +137,3 @@ def check_dicom_input(vol: Any, name: str) -> None:
     from ..io.dicom_seg import check_dicom_source
 
     check_dicom_source(vol.geometry, vol.shape, name)
-
-
-def write_dicom_case(paths: dict[str, Path], maps: dict[str, Any], mask: Any, vol: Any,
-                     about: dict[str, str], overwrite: bool) -> None:
-    """Write a case's mask (SEG) and maps (Parametric Maps) all or none: each is staged and
-    verified first, then they are moved into place together (as ``write_case`` does)."""
-    from ..io import dicom_seg
-
-    about = dict(about)
-    model = about.pop("models")
-    staged = []
-    try:
-        staged.append(dicom_seg.stage_dicom_seg(paths["mask"], mask, vol.geometry,
-                                                model_name=model, parameters=about,
-                                                overwrite=overwrite))
-        for k in (k for k in paths if k != "mask"):
-            staged.append(dicom_seg.stage_dicom_parametric_map(
-                paths[k], maps[k], vol.geometry, map_label=k, model_name=model,
-                overwrite=overwrite))
-        for s in staged:
-            s.commit()
-    finally:
-        for s in staged:
-            s.discard()

@@ -40,6 +40,18 @@ def median_filter_map(score: np.ndarray, size: int = 5, foreground: np.ndarray |
     return out
 
 
+def median_filter_in_place(score: np.ndarray, size: int, foreground: np.ndarray) -> None:
+    """:func:`median_filter_map` written back into ``score`` (float32), the same values
+    without a copy of the map: only the foreground's box is allocated, once."""
+    if size < 1:
+        raise ValueError(f"median size must be >= 1, got {size}")
+    if score.dtype != np.float32:
+        raise ValueError(f"an in-place median needs a float32 map, got {score.dtype}")
+    box = bounding_box(foreground, margin=size // 2)
+    if size > 1 and box is not None:
+        score[box] = ndimage.median_filter(score[box], size=size, mode="nearest")
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill enclosed cavities of a 3-D (or 2-D) binary mask; same dtype as given."""
     m = np.asarray(mask) > 0

@@ -27,13 +27,30 @@ NORMALIZATIONS: tuple[str, ...] = ("reference", "zscore", "rank")
 
 def normalize_values(values: np.ndarray, method: str = "zscore") -> np.ndarray:
     """Normalize a 1-D array of foreground scores as one volume (float64)."""
-    v = np.asarray(values, dtype=np.float64)
+    v = np.array(values, dtype=np.float64)  # a copy: normalized in place below
     if method == "zscore":
         sd = v.std()
-        return (v - v.mean()) / (sd if sd > 0 else 1.0)
+        v -= v.mean()
+        v /= sd if sd > 0 else 1.0
+        return v
     if method == "rank":
         return (stats.rankdata(v, method="average") - 0.5) / max(v.size, 1)
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}")
+
+
+def normalized_foreground(score: np.ndarray, foreground: np.ndarray, method: str = "zscore",
+                          stats: tuple[float, float] | None = None) -> np.ndarray:
+    """The foreground voxels of a map, normalized as one volume (float32, 1-D in the order of
+    ``score[foreground]``): what :func:`normalize_map` puts inside the foreground."""
+    fg = np.asarray(foreground, dtype=bool)
+    if method == "reference":
+        if stats is None:
+            raise ValueError("reference normalization needs the normal (mean, std) of the map")
+        mu, sd = stats
+        return ((np.asarray(score)[fg] - mu) / (sd if sd > 0 else 1.0)).astype(np.float32)
+    if not fg.any():
+        return np.zeros(0, np.float32)
+    return normalize_values(np.asarray(score)[fg], method).astype(np.float32)
 
 
 def normalize_map(score: np.ndarray, foreground: np.ndarray, method: str = "zscore",
@@ -42,14 +59,35 @@ def normalize_map(score: np.ndarray, foreground: np.ndarray, method: str = "zsco
     needs ``stats`` = (normal mean, normal std)."""
     fg = np.asarray(foreground, dtype=bool)
     out = np.zeros(score.shape, np.float32)
-    if method == "reference":
-        if stats is None:
-            raise ValueError("reference normalization needs the normal (mean, std) of the map")
-        mu, sd = stats
-        out[fg] = (np.asarray(score)[fg] - mu) / (sd if sd > 0 else 1.0)
-    elif fg.any():
-        out[fg] = normalize_values(np.asarray(score)[fg], method)
+    out[fg] = normalized_foreground(score, fg, method, stats)
     return out
+
+
+class EnsembleSum:
+    """The mean of normalized maps, added one map at a time.
+
+    Why: holding every member until the end cost one volume per member. The sum is kept in
+    float64 over the foreground voxels only (the same sums, in the same order, as a full
+    float64 volume: the values are identical), so a member can be released once added.
+    """
+
+    def __init__(self, foreground: np.ndarray, method: str = "zscore"):
+        self.foreground = np.asarray(foreground, dtype=bool)
+        self.method = method
+        self.sum = np.zeros(int(self.foreground.sum()), np.float64)
+        self.count = 0
+
+    def add(self, score: np.ndarray, stats: tuple[float, float] | None = None) -> None:
+        self.sum += normalized_foreground(score, self.foreground, self.method, stats)
+        self.count += 1
+
+    def mean(self) -> np.ndarray:
+        """The ensemble map (float32, 0 outside the foreground)."""
+        if not self.count:
+            raise ValueError("an ensemble needs at least one map")
+        out = np.zeros(self.foreground.shape, np.float32)
+        out[self.foreground] = self.sum / self.count
+        return out
 
 
 def ensemble_maps(
@@ -60,10 +98,10 @@ def ensemble_maps(
     member's normal (mean, std) for ``method="reference"``."""
     if not maps:
         raise ValueError("an ensemble needs at least one map")
-    acc = np.zeros(np.shape(maps[0]), np.float64)
+    acc = EnsembleSum(foreground, method)
     for i, m in enumerate(maps):
-        acc += normalize_map(m, foreground, method, None if stats is None else stats[i])
-    return (acc / len(maps)).astype(np.float32)
+        acc.add(m, None if stats is None else stats[i])
+    return acc.mean()
 
 
 def ensemble_values(values: Sequence[np.ndarray], method: str = "zscore") -> np.ndarray:

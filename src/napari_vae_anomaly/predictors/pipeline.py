@@ -19,7 +19,7 @@ import numpy as np
 from ..io.geometry import Geometry
 from ..io.volume import Volume
 from .batch import compute_maps, run_chunked
-from .ensemble import ensemble_maps
+from .ensemble import EnsembleSum
 from .normal_reference import resolve_normalization
 from .registry import PredictorOptions, check_names
 
@@ -41,6 +41,9 @@ class PredictionResult:
     * ``ensemble``: normalized mean over every (model, predictor) map, when there is more
       than one; else None.
     * ``foreground`` (bool), ``geometry`` (the input's), ``normalization`` used.
+
+    With a :class:`MapHandoff` the maps were handed on as they were made: ``maps`` /
+    ``ensemble`` then hold only the kept one and ``member_maps`` is empty.
     """
 
     maps: dict[str, np.ndarray]
@@ -176,13 +179,19 @@ def score_region(foreground: np.ndarray, erode: int, flat: bool = False) -> np.n
 
 
 def volume_stage(score: np.ndarray, region: np.ndarray, median: int) -> np.ndarray:
-    """A map on the voxel grid: kept inside ``region``, then median-filtered (float32)."""
-    from ..postprocessing.filters import median_filter_map
+    """A map on the voxel grid: kept inside ``region``, then median-filtered (float32).
 
-    m = np.asarray(score, np.float32) * region
+    A float32 ``score`` is changed in place and returned (the pipeline owns it): a map then
+    costs one volume-sized array plus the median filter's box, not three copies.
+    """
+    from ..postprocessing.filters import median_filter_in_place
+
+    m = score if score.dtype == np.float32 else score.astype(np.float32)
+    np.multiply(m, region, out=m)
     if median > 1 and region.any():
-        m = median_filter_map(m, median, region) * region
-    return m.astype(np.float32, copy=False)
+        median_filter_in_place(m, median, region)
+        np.multiply(m, region, out=m)
+    return m
 
 
 @dataclass
@@ -236,6 +245,7 @@ def predict_volume_iter(
     ensemble: str = "reference",
     should_stop: Callable[[], bool] | None = None,
     prepared: PreparedVolume | None = None,
+    handoff: MapHandoff | None = None,
 ) -> Generator[Progress, None, PredictionResult]:
     """Anomaly maps of ``volume`` from one or more loaded checkpoints; yields a
     :class:`Progress` (slices over all models) after every chunk.
@@ -249,7 +259,9 @@ def predict_volume_iter(
     The foreground comes from the first model's preprocessing and is shared by all, so every
     map covers the same voxels. ``should_stop()`` is polled between chunks and raises
     :class:`PredictionCancelled`. ``prepared``: :func:`prepare_volume` done ahead (a cohort
-    preprocesses the next case in a reading thread while the model runs).
+    preprocesses the next case in a reading thread while the model runs). ``handoff``: each
+    final map goes there as soon as it is made and only ``handoff.keep`` is kept (see
+    :class:`MapHandoff`); the maps are the same either way.
     """
     from ..preprocessing import from_slices
 
@@ -265,7 +277,8 @@ def predict_volume_iter(
     labels = [model_label(m, i) for i, m in enumerate(models)]
     labels = [lab if labels.count(lab) == 1 else f"{lab}_{i}" for i, lab in enumerate(labels)]
     score_fg = score_region(fg, o.erode, flat)
-    members: dict[str, dict[str, np.ndarray]] = {}
+    method, refs = resolve_normalization(ensemble, models, names, o)
+    maps = MapCombiner(labels, names, method, refs, fg, flat, handoff)
     for loaded, batch, label in zip(models, batches, labels, strict=True):
         gen = iter_slice_maps(loaded, batch.images, batch.masks, names, o, should_stop)
         while True:
@@ -275,43 +288,74 @@ def predict_volume_iter(
                 sm = finished.value
                 break
             yield Progress(done, total)
-        members[label] = {
-            n: volume_stage(from_slices(sm.pop(n), batch, fill=0.0), score_fg, o.median)
-            for n in names
-        }
+        for n in names:  # each map resampled, filtered and handed on before the next
+            maps.add(label, n, volume_stage(from_slices(sm.pop(n), batch, fill=0.0),
+                                            score_fg, o.median))
         del sm
-    if flat:
-        fg = fg[0]
-        members = {k: {n: m[0] for n, m in v.items()} for k, v in members.items()}
-    return combine_members(members, labels, names, models, o, fg, volume.geometry, ensemble)
-
-
-def combine_members(
-    members: dict[str, dict[str, np.ndarray]],
-    labels: list[str],
-    names: list[str],
-    models: Sequence[Any],
-    o: PredictorOptions,
-    fg: np.ndarray,
-    geometry: Geometry,
-    ensemble: str,
-) -> PredictionResult:
-    """Model ensembles per predictor and the ensemble of every map, normalized as asked."""
-    method, refs = resolve_normalization(ensemble, models, names, o)
-    stats = {(k, n): refs[i].stats(n) if refs else None
-             for i, k in enumerate(labels) for n in names}
-    if len(models) == 1:
-        maps = members[labels[0]]
-        member_maps: dict[str, dict[str, np.ndarray]] = {}
-    else:
-        maps = {n: ensemble_maps([members[k][n] for k in labels], fg, method,
-                                 [stats[(k, n)] for k in labels]) for n in names}
-        member_maps = members
-    ens = None
-    if len(names) * len(models) > 1:
-        ens = ensemble_maps([members[k][n] for k in labels for n in names], fg, method,
-                            [stats[(k, n)] for k in labels for n in names])
+    maps.finish()
     return PredictionResult(
-        maps=maps, foreground=fg, geometry=geometry, names=names, model_labels=labels,
-        member_maps=member_maps, ensemble=ens, normalization=method, options=o.to_dict(),
+        maps={n: m for n, m in maps.kept.items() if n != ENSEMBLE_KEY},
+        foreground=fg[0] if flat else fg, geometry=volume.geometry, names=names,
+        model_labels=labels, member_maps=maps.members, ensemble=maps.kept.get(ENSEMBLE_KEY),
+        normalization=method, options=o.to_dict(),
     )
+
+
+@dataclass(frozen=True)
+class MapHandoff:
+    """Where ``predict`` sends each final map as soon as it is made (its staged writer), so
+    a case never holds all its maps at once; only the map ``keep`` (the mask's) stays in the
+    result. ``put`` must not change the array (the pipeline may still read it)."""
+
+    put: Callable[[str, np.ndarray], None]
+    keep: str
+
+
+class MapCombiner:
+    """Collects the maps of one volume as they are made: the model ensemble of each predictor
+    and the ensemble of every (model, predictor) map are running sums (:class:`EnsembleSum`),
+    added in the same order as before, so a member map can go as soon as it was added.
+
+    Without a ``handoff`` every map is kept (the Detect widget shows them all, and the member
+    maps of several models); with one, each final map is handed on and only ``keep`` stays.
+    """
+
+    def __init__(self, labels: list[str], names: list[str], method: str, refs: Any,
+                 fg: np.ndarray, flat: bool, handoff: MapHandoff | None = None):
+        self.names, self.flat, self.handoff = names, flat, handoff
+        self.stats = {(k, n): refs[i].stats(n) if refs else None
+                      for i, k in enumerate(labels) for n in names}
+        self.several = len(labels) > 1
+        self.per_name = {n: EnsembleSum(fg, method) for n in names} if self.several else {}
+        many = len(names) * len(labels) > 1
+        self.overall = EnsembleSum(fg, method) if many else None
+        self.members: dict[str, dict[str, np.ndarray]] = {}
+        self.kept: dict[str, np.ndarray] = {}
+
+    def add(self, label: str, name: str, m: np.ndarray) -> None:
+        """One member map (a model's map of one predictor), final."""
+        st = self.stats[(label, name)]
+        if self.overall is not None:
+            self.overall.add(m, st)
+        if not self.several:
+            self.emit(name, m)
+            return
+        self.per_name[name].add(m, st)
+        if self.handoff is None:
+            self.members.setdefault(label, {})[name] = m[0] if self.flat else m
+
+    def finish(self) -> None:
+        """The ensembles, once every member was added."""
+        for n in self.names if self.several else ():
+            self.emit(n, self.per_name.pop(n).mean())
+        if self.overall is not None:
+            self.emit(ENSEMBLE_KEY, self.overall.mean())
+            self.overall = None
+
+    def emit(self, key: str, m: np.ndarray) -> None:
+        m = m[0] if self.flat else m
+        if self.handoff is not None:
+            self.handoff.put(key, m)
+            if key != self.handoff.keep:
+                return
+        self.kept[key] = m
