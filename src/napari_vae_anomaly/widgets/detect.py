@@ -330,9 +330,7 @@ def _make_cleanup(viewer: Any, widget: DetectWidget) -> Any:
         if w is None or w._closed:
             return
         w._closed = True
-        job = w._job
-        if job is not None and job.running:
-            job.abort(wait_s=ABORT_WAIT_S)
+        w.jobs.close()  # aborts a running job (its own destroyed hook may come later)
         for key in getattr(w, "_bound_keys", []):
             try:
                 viewer.bind_key(key, None)
