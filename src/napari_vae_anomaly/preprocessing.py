@@ -202,11 +202,12 @@ def normalize_intensity(
         lo, hi = vals.min(), vals.max()
     if hi <= lo:
         raise PreprocessError(f"image is constant ({lo:g}) over its foreground; cannot z-score it")
-    vals = np.clip(vals, lo, hi)
+    np.clip(vals, lo, hi, out=vals)  # in place: the foreground values are copied once
     mean, std = vals.mean(), vals.std()
     out = np.full(a.shape, cfg.background, dtype=np.float32)
-    z = (vals - mean) / std
-    out[m] = np.clip(z, -cfg.z_clip, cfg.z_clip)
+    vals -= mean
+    vals /= std
+    out[m] = np.clip(vals, -cfg.z_clip, cfg.z_clip, out=vals)
     return out
 
 
@@ -291,11 +292,24 @@ def _layout(shape: tuple[int, ...], axis: int, size: int) -> SliceLayout:
     return SliceLayout(tuple(shape), ax, (h, w), side, pad, size)
 
 
-def _to_slices(vol3: np.ndarray, layout: SliceLayout, fill: float, order: int) -> np.ndarray:
-    """(N, H, W) slices of ``vol3`` along the layout axis -> padded, resized (N, S, S)."""
+_SLICE_CHUNK = 8  # slices padded and resized together by _to_slices
+
+
+def _to_slices(vol3: np.ndarray, layout: SliceLayout, fill: float, order: int,
+               dtype: Any = None) -> np.ndarray:
+    """(N, H, W) slices of ``vol3`` along the layout axis -> padded, resized (N, S, S).
+
+    A few slices at a time (each slice is resized on its own: the values are the same), so
+    no padded full-size copy of the volume is held; ``dtype``: of the result (default: the
+    volume's)."""
     st = np.moveaxis(vol3, layout.axis, 0)
-    st = np.pad(st, ((0, 0), *layout.pad), mode="constant", constant_values=fill)
-    return _resize_stack(st, layout.size, order)
+    n = st.shape[0]
+    out = np.empty((n, layout.size, layout.size), dtype or st.dtype)
+    for start in range(0, n, _SLICE_CHUNK):
+        part = np.pad(st[start : start + _SLICE_CHUNK], ((0, 0), *layout.pad),
+                      mode="constant", constant_values=fill)
+        out[start : start + _SLICE_CHUNK] = _resize_stack(part, layout.size, order)
+    return out
 
 
 def preprocess_volume(
@@ -341,11 +355,13 @@ def preprocess_volume(
             ex3, _ = _as_3d(ex != 0, cfg.axis)
             keep &= ~ex3.any(axis=other)
     idx = np.flatnonzero(keep)
-    sel3 = np.take(norm3, idx, axis=ax)
-    msel3 = np.take(m3, idx, axis=ax)
+    every = keep.all()  # prediction: no copy of the volume to select its slices
+    sel3 = norm3 if every else np.take(norm3, idx, axis=ax)
+    msel3 = m3 if every else np.take(m3, idx, axis=ax)
+    del norm
     assert cfg.background is not None  # PreprocessConfig sets it
-    images = _to_slices(sel3, layout, cfg.background, order=1).astype(np.float32)
-    masks = _to_slices(msel3.astype(np.uint8), layout, 0, order=0) > 0
+    images = _to_slices(sel3, layout, cfg.background, order=1, dtype=np.float32)
+    masks = _to_slices(msel3.view(np.uint8), layout, 0, order=0) > 0
     return SliceBatch(images[:, None], masks[:, None], idx.astype(np.int64), layout)
 
 

@@ -44,19 +44,26 @@ def test_truncated_write_creates_nothing(tmp_path, full_disk, geo):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_mask_with_damaged_voxels_is_refused(tmp_path, monkeypatch, geo):
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_mask_with_damaged_voxels_is_refused(tmp_path, after_write, geo, ext):
     """A mask is read back whole: corrupted voxels behind an intact header are caught."""
-    import SimpleITK as sitk
+    import gzip
 
-    real = sitk.WriteImage
+    def flipping(name):
+        packed = name.suffix == ".gz"
+        raw = gzip.decompress(name.read_bytes()) if packed else name.read_bytes()
+        data = bytearray(raw)
+        data[-20] ^= 0xFF  # inside the voxel data
+        name.write_bytes(gzip.compress(bytes(data)) if packed else bytes(data))
 
-    def flipping(image, name, *args):
-        real(image, name, *args)
-        data = bytearray(open(name, "rb").read())
-        data[-20] ^= 0xFF  # inside the voxel data of an uncompressed NIfTI
-        open(name, "wb").write(bytes(data))
+    after_write(flipping)
+    with pytest.raises(VolumeWriteError, match="differ"):
+        write_volume(tmp_path / f"mask{ext}", np.ones((4, 5, 6), np.uint8), geo)
+    assert list(tmp_path.iterdir()) == []
 
-    monkeypatch.setattr(sitk, "WriteImage", flipping)
+
+def test_extra_bytes_after_the_voxels_are_refused(tmp_path, after_write, geo):
+    after_write(lambda name: open(name, "ab").write(b"\0" * 4))
     with pytest.raises(VolumeWriteError, match="differ"):
         write_volume(tmp_path / "mask.nii", np.ones((4, 5, 6), np.uint8), geo)
     assert list(tmp_path.iterdir()) == []
@@ -132,26 +139,26 @@ def test_real_full_tmpfs(tmp_path):
 
 @pytest.mark.parametrize("ext", FORMATS)
 @pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int16])
-def test_every_truncation_point_is_caught(tmp_path, monkeypatch, geo, ext, dtype):
+def test_every_truncation_point_is_caught(tmp_path, after_write, geo, ext, dtype):
     """The written file cut at 16 points from 0 bytes to one byte short: always refused."""
-    import SimpleITK as sitk
-
     data = (np.random.default_rng(1).random((5, 12, 14)) * 100).astype(dtype)
     probe = tmp_path / "probe"
     probe.mkdir()
     write_volume(probe / f"x{ext}", data, geo)
     sizes = {p.name: p.stat().st_size for p in probe.iterdir()}
-    real = sitk.WriteImage
     for victim, size in sizes.items():
         for keep in sorted({int(k) for k in np.linspace(0, size - 1, 16)}):
-            def cut(image, name, *args, victim=victim, keep=keep):
-                real(image, name, *args)
+            hooked = []
+
+            def cut(name, victim=victim, keep=keep, hooked=hooked):
+                hooked.append(name.name)
                 target = os.path.join(os.path.dirname(name), "y" + victim[1:])
                 os.truncate(target, keep)
 
-            monkeypatch.setattr(sitk, "WriteImage", cut)
+            after_write(cut)
             with pytest.raises(VolumeWriteError, match="writing failed"):
                 write_volume(tmp_path / f"y{ext}", data, geo)
+            assert hooked == [f"y{ext}"]  # the cut came after the whole file was written
             assert not list(tmp_path.glob("y*")), (victim, keep)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

@@ -3,8 +3,10 @@
 Why: case after case, reading + preprocessing, the model and writing never overlapped, so a
 cohort took the sum of all three. Here a reading thread loads and preprocesses the next cases
 and a writing thread stages each map as soon as it is made and commits a case once its mask
-is made, while the model goes on (queues of ``PREFETCH`` read cases and ``WRITE_BEHIND`` maps
-bound the memory: the maps of a case are never all held at once). Under ``torchrun`` every rank takes its own share of
+is made, while the model goes on. Memory is bounded: at most ``PREFETCH`` read cases wait
+(their slices and foreground, not their voxels: :func:`..predictors.pipeline.without_voxels`),
+and each map is handed straight to the writer, which writes it while the model makes the
+next, so a case holds the map being made and the map being written, never all its maps. Under ``torchrun`` every rank takes its own share of
 the cases (:func:`..distributed.shard`), rank 0 shows one bar over all ranks and
 prints the one summary, and every rank exits with the same status.
 
@@ -26,7 +28,7 @@ from typing import Any
 from ..errors import AnomalyError
 
 PREFETCH = 2  # cases read and preprocessed, waiting for the model (volumes: small)
-WRITE_BEHIND = 1  # maps waiting to be staged by the writer (each one volume)
+WRITE_BEHIND = 0  # maps waiting for the writer (each one volume): 0 = handed over directly
 MMAP_THRESHOLD = 1 << 20  # arrays from this size are mapped and unmapped (see below)
 _END = object()
 
@@ -66,7 +68,8 @@ class Background:
     """One thread feeding or draining a bounded queue; remembers a fatal exception."""
 
     def __init__(self, name: str, target: Callable[[Background], None], size: int):
-        self.queue: queue.Queue = queue.Queue(maxsize=size)
+        self.queue: queue.Queue = queue.Queue(maxsize=max(size, 1))
+        self.handoff = size == 0  # put() returns once the thread has taken the item
         self.stop = threading.Event()
         self.fatal: BaseException | None = None
         self._target = target
@@ -80,14 +83,23 @@ class Background:
             self.stop.set()
 
     def put(self, item: Any) -> bool:
-        """Queue ``item``, waiting while the queue is full; False once stopped."""
+        """Queue ``item``, waiting while the queue is full (with a hand-off queue, until the
+        thread has taken it); False once stopped."""
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=0.1)
-                return True
             except queue.Full:
                 continue
+            if self.handoff:
+                self._wait_taken()
+            return True
         return False
+
+    def _wait_taken(self) -> None:
+        """Wait until the thread took what was put (``get`` wakes ``not_full``) or stops."""
+        with self.queue.not_full:
+            while self.queue.queue and not self.stop.is_set():
+                self.queue.not_full.wait(0.1)
 
     def get(self) -> Any:
         """The next item, or ``_END`` once stopped."""
@@ -102,7 +114,7 @@ class Background:
 def read_ahead(job: Any, work: Iterable[tuple[str, str]], emit: Callable[[str], None]
                ) -> Callable[[Background], None]:
     """The reading thread's loop: each case loaded and preprocessed, or why not."""
-    from ..predictors.pipeline import prepare_volume
+    from ..predictors.pipeline import prepare_volume, without_voxels
     from .predict_case import load_case
 
     def loop(bg: Background) -> None:
@@ -112,6 +124,7 @@ def read_ahead(job: Any, work: Iterable[tuple[str, str]], emit: Callable[[str], 
                 item.volume, item.paths, item.kept = load_case(job, src, case, emit)
                 if not item.kept:
                     item.prepared = prepare_volume(item.volume, job.models)
+                    item.volume = without_voxels(item.volume)  # the model needs the slices
             except Exception as exc:  # noqa: BLE001 - reported as this case's failure
                 item.error = failure_text(src, exc)
             if not bg.put(item):
@@ -144,6 +157,7 @@ def write_behind(job: Any, tally: Tally, lock: threading.Lock, emit: Callable[[s
                         writer.finish(msg[2])
                 except Exception as exc:  # noqa: BLE001 - reported as this case's failure
                     error = failure_text(loaded.src, exc)
+                msg = None  # written: its maps are not held while the next ones are made
                 if kind == "map":
                     continue
                 writer.discard()  # what was committed is no longer there to discard

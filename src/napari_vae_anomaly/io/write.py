@@ -4,7 +4,9 @@ The file is first written into a hidden temporary folder beside the target, flus
 (:mod:`.verify`: SimpleITK's NIfTI writer does not raise on a full disk) and only then moved in
 place with ``os.replace``: a failed write (full disk, bad data) never leaves half a file and
 never destroys an existing one. Temporaries of killed runs are removed by the next write. Detached formats (.mhd, .nhdr) also produce a data file
-(.zraw / .raw.gz) beside the header; both are moved together.
+(.zraw / .raw.gz) beside the header; both are moved together. NIfTI files of 2-D and 3-D
+arrays are streamed from the array with SimpleITK's own header (:mod:`.nifti_stream`): the
+same file content, without a second copy of the voxels in memory.
 
 Precision: NRRD and MetaImage keep spacing, origin and direction to float64; NIfTI stores them
 as float32 (its header format), so they round-trip to about 1e-7 relative.
@@ -12,6 +14,7 @@ as float32 (its header format), so they round-trip to about 1e-7 relative.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -134,6 +137,8 @@ def stage_volume(
     """Write and verify ``data`` in a temporary folder beside ``path``; see :func:`write_volume`."""
     import SimpleITK as sitk
 
+    from .nifti_stream import streamable
+
     path = Path(path)
     name = path.name
     ext = file_extension(path)
@@ -157,19 +162,21 @@ def stage_volume(
         raise VolumeWriteError(f"{path}: already exists; use overwrite (--overwrite) to "
                                "replace it")
 
-    image = sitk.GetImageFromArray(arr)
+    stream = ext in (".nii", ".nii.gz") and streamable(arr)
+    image = None
     try:
-        geometry.apply_to_sitk(image)
+        if stream:
+            geometry.apply_to_sitk(sitk.Image([1] * arr.ndim, sitk.sitkUInt8))  # validity
+        else:
+            image = sitk.GetImageFromArray(arr)
+            geometry.apply_to_sitk(image)
     except RuntimeError as exc:
         raise VolumeWriteError(f"{name}: invalid geometry ({itk_reason(exc)})") from None
 
     tmp = staging_folder(path)
     staged = StagedWrite(path, tmp, [], overwrite)
     try:
-        try:
-            sitk.WriteImage(image, str(tmp / name), True)
-        except RuntimeError as exc:
-            raise VolumeWriteError(f"{name}: writing failed ({itk_reason(exc)})") from None
+        _write_file(tmp / name, arr, geometry, image, ext)
         staged.files = sorted(os.listdir(tmp), key=lambda f: f == name)  # header last
         if name not in staged.files:
             raise VolumeWriteError(f"{name}: writing failed (no file was produced)")
@@ -178,8 +185,31 @@ def stage_volume(
         verify_written(tmp / name, [tmp / f for f in staged.files], arr, verify)
     except OSError as exc:
         staged.discard()
-        raise VolumeWriteError(f"{name}: writing failed ({exc.strerror or exc})") from None
+        why = "disk full: " if exc.errno == errno.ENOSPC else ""
+        raise VolumeWriteError(f"{name}: writing failed ({why}{exc.strerror or exc}); nothing "
+                               "was replaced") from None
     except BaseException:
         staged.discard()
         raise
     return staged
+
+
+def _write_file(target: Path, arr: np.ndarray, geometry: Geometry, image, ext: str) -> None:
+    """Write one file: NIfTI streamed from ``arr`` when ``image`` is None (no copy of the
+    voxels, :mod:`.nifti_stream`), otherwise ``image`` through SimpleITK."""
+    import SimpleITK as sitk
+
+    from . import nifti_stream
+
+    try:
+        if image is None:
+            probe = target.with_name("header-probe.nii")
+            header = nifti_stream.nifti_header(arr, geometry, probe)
+            if header is not None:
+                nifti_stream.write_nifti(target, arr, header, compress=ext == ".nii.gz")
+                return
+            image = sitk.GetImageFromArray(arr)
+            geometry.apply_to_sitk(image)
+        sitk.WriteImage(image, str(target), True)
+    except RuntimeError as exc:
+        raise VolumeWriteError(f"{target.name}: writing failed ({itk_reason(exc)})") from None

@@ -22,6 +22,16 @@ def structure(ndim: int, connectivity: int = 1) -> np.ndarray:
     return ndimage.generate_binary_structure(ndim, connectivity)
 
 
+def label_box(m: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
+    """``ndimage.label`` of a boolean array in uint16 when its components fit (most masks),
+    else int32: half the memory of the labels of a large, fragmented mask."""
+    st = structure(m.ndim, connectivity)
+    try:
+        return ndimage.label(m, structure=st, output=np.uint16)
+    except RuntimeError:  # more than 65535 components
+        return ndimage.label(m, structure=st)
+
+
 def label_components(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
     """Label image (int32, 0 = background) and the number of components."""
     m = np.asarray(mask) > 0
@@ -29,7 +39,7 @@ def label_components(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarra
     box = bounding_box(m)
     if box is None:
         return labels, 0
-    sub, n = ndimage.label(m[box], structure=structure(m.ndim, connectivity))
+    sub, n = label_box(m[box], connectivity)
     labels[box] = sub
     return labels, int(n)
 
@@ -58,7 +68,7 @@ def remove_small_components(
     out = np.zeros(m.shape, dtype=np.uint8)
     if box is None:
         return out
-    sub, n = ndimage.label(m[box], structure=structure(m.ndim, connectivity))
+    sub, n = label_box(m[box], connectivity)
     sizes = np.bincount(sub.ravel(), minlength=n + 1)
     keep = sizes >= need
     keep[0] = False

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ..io.geometry import Geometry
-from .components import structure, voxel_volume_mm3
+from .components import label_box, voxel_volume_mm3
 from .filters import bounding_box
 
 
@@ -52,7 +51,7 @@ def label_lesions(mask: np.ndarray, min_voxels: int = 0, connectivity: int = 1) 
     box = bounding_box(m)
     if box is None:
         return np.zeros(m.shape, dtype=np.uint8)
-    sub, n = ndimage.label(m[box], structure=structure(m.ndim, connectivity))
+    sub, n = label_box(m[box], connectivity)
     flat = sub.ravel()
     idx = np.flatnonzero(flat)  # only the labelled voxels from here on
     lab = flat[idx]

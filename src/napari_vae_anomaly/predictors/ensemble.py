@@ -17,6 +17,7 @@ normalized the same way (see :mod:`.calibration`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,14 +26,42 @@ from scipy import stats
 NORMALIZATIONS: tuple[str, ...] = ("reference", "zscore", "rank")
 
 
+_CHUNK = 1 << 20  # values converted to float64 at a time
+
+
+def zscore_moments(values: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) standard deviation of a 1-D array, in float64.
+
+    Computed a chunk at a time, two passes, so a float32 map's foreground never needs a
+    float64 copy (numpy's ``std`` makes two: the converted values and their deviations)."""
+    v = np.asarray(values).ravel()
+    if v.size == 0:
+        return 0.0, 0.0
+    parts = range(0, v.size, _CHUNK)
+    mean = math.fsum(float(v[i : i + _CHUNK].sum(dtype=np.float64)) for i in parts) / v.size
+    squares = 0.0
+    for i in parts:
+        d = v[i : i + _CHUNK].astype(np.float64)
+        d -= mean
+        squares += float(np.dot(d, d))
+    return mean, math.sqrt(squares / v.size)
+
+
+def _zscore_in_place(v: np.ndarray) -> np.ndarray:
+    """``(v - mean) / sd`` over the array itself (float64 arithmetic, chunk by chunk)."""
+    mean, sd = zscore_moments(v)
+    sd = sd if sd > 0 else 1.0
+    for i in range(0, v.size, _CHUNK):
+        part = v[i : i + _CHUNK]
+        part[...] = (part.astype(np.float64) - mean) / sd
+    return v
+
+
 def normalize_values(values: np.ndarray, method: str = "zscore") -> np.ndarray:
     """Normalize a 1-D array of foreground scores as one volume (float64)."""
     v = np.array(values, dtype=np.float64)  # a copy: normalized in place below
     if method == "zscore":
-        sd = v.std()
-        v -= v.mean()
-        v /= sd if sd > 0 else 1.0
-        return v
+        return _zscore_in_place(v)
     if method == "rank":
         return (stats.rankdata(v, method="average") - 0.5) / max(v.size, 1)
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}")
@@ -50,7 +79,10 @@ def normalized_foreground(score: np.ndarray, foreground: np.ndarray, method: str
         return ((np.asarray(score)[fg] - mu) / (sd if sd > 0 else 1.0)).astype(np.float32)
     if not fg.any():
         return np.zeros(0, np.float32)
-    return normalize_values(np.asarray(score)[fg], method).astype(np.float32)
+    values = np.asarray(score)[fg]  # a copy
+    if method == "zscore" and values.dtype == np.float32:  # in place, the same values as
+        return _zscore_in_place(values)  # normalize_values gives, rounded to float32
+    return normalize_values(values, method).astype(np.float32)
 
 
 def normalize_map(score: np.ndarray, foreground: np.ndarray, method: str = "zscore",

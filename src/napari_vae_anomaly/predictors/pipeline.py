@@ -219,6 +219,20 @@ def prepare_volume(volume: Volume, models: Sequence[Any]) -> PreparedVolume:
     return PreparedVolume(flat, fg, batches)
 
 
+def without_voxels(volume: Volume) -> Volume:
+    """The same volume without its voxels: a zero-stride, read-only array of zeros of its
+    shape and type (no memory), with the same geometry and notes.
+
+    Why: once :func:`prepare_volume` made the slices and the foreground, detection needs only
+    the geometry and the shape; ``predict`` drops the voxels of each case as soon as it is
+    prepared, so neither the cases waiting for the model nor the one it works on hold them.
+    """
+    data = np.asarray(volume.data)
+    empty = np.broadcast_to(np.zeros((), data.dtype), data.shape)
+    return Volume(empty, volume.geometry, volume.channel, list(volume.channels),
+                  list(volume.notes))
+
+
 def predict_volume(
     volume: Volume,
     models: Sequence[Any],
