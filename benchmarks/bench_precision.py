@@ -11,6 +11,10 @@ forced on here, so the reduced runs really run reduced) and compared with its fp
 * ``slice err``: the same on the slice maps before the volume stage (the model's raw output);
 * voxel AUROC of the map against the ground truth over the brain, and the wall time.
 
+``tf32`` is float32 with TF32 convolutions, what cuDNN does by default on a GPU (10 mantissa
+bits for the operands, float32 sums): real on CUDA (``exact_float32`` bypassed), emulated on a
+CPU by rounding each convolution's operands (input, weight, incoming gradient) to TF32.
+
 Run: ``python benchmarks/bench_precision.py [--device cpu|cuda] [--threads 1]``. On a CPU this
 measures the numerics of the autocast paths; their speed there says nothing about a GPU's.
 """
@@ -25,12 +29,15 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from napari_vae_anomaly._sample_data import MNI_LESION_KINDS, MNI_LESION_SEED
 from napari_vae_anomaly.data.realistic import make_subject
 from napari_vae_anomaly.metrics.voxel import voxel_auroc
 from napari_vae_anomaly.models.bundled import bundled_model_path
 from napari_vae_anomaly.models.checkpoint import load_checkpoint
+from napari_vae_anomaly.predictors import batch as batch_module
 from napari_vae_anomaly.predictors import registry
 from napari_vae_anomaly.predictors.pipeline import predict_volume, prepare_volume, slice_maps
 from napari_vae_anomaly.predictors.registry import PRECISIONS, PREDICTORS, PredictorOptions
@@ -50,6 +57,56 @@ def all_allowed() -> Iterator[None]:
         registry.PREDICTORS.update(saved)
 
 
+def to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` rounded to TF32 (10 mantissa bits, round to nearest), as float32."""
+    i = t.detach().contiguous().view(torch.int32)
+    return ((i + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+class _Tf32Conv(torch.autograd.Function):
+    """A convolution whose forward and input-gradient pass see TF32-rounded operands."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, fn, kw):
+        ctx.save_for_backward(x, w, b)
+        ctx.fn, ctx.kw = fn, kw
+        return fn(to_tf32(x), to_tf32(w), b, **kw)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, b = ctx.saved_tensors
+        with torch.enable_grad():
+            xr = to_tf32(x).requires_grad_(True)
+            (gx,) = torch.autograd.grad(ctx.fn(xr, to_tf32(w), b, **ctx.kw), xr, to_tf32(g))
+        return gx, None, None, None, None
+
+
+@contextlib.contextmanager
+def tf32_convolutions(device: torch.device) -> Iterator[None]:
+    """TF32 convolutions: cuDNN's own on CUDA, the emulation above elsewhere."""
+    saved = batch_module.exact_float32, nn.Conv2d.forward, nn.ConvTranspose2d.forward
+    batch_module.exact_float32 = lambda _dev: contextlib.nullcontext()
+    if device.type == "cuda":
+        before = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        def conv(self, x):
+            kw = {"stride": self.stride, "padding": self.padding}
+            return _Tf32Conv.apply(x, self.weight, self.bias, F.conv2d, kw)
+
+        def conv_t(self, x, output_size=None):
+            kw = {"stride": self.stride, "padding": self.padding}
+            return _Tf32Conv.apply(x, self.weight, self.bias, F.conv_transpose2d, kw)
+
+        nn.Conv2d.forward, nn.ConvTranspose2d.forward = conv, conv_t
+    try:
+        yield
+    finally:
+        batch_module.exact_float32, nn.Conv2d.forward, nn.ConvTranspose2d.forward = saved
+        if device.type == "cuda":
+            torch.backends.cudnn.allow_tf32 = before
+
+
 def rel_err(a: np.ndarray, ref: np.ndarray, region: np.ndarray) -> float:
     r = ref[region]
     span = float(r.max() - r.min()) or 1.0
@@ -58,15 +115,17 @@ def rel_err(a: np.ndarray, ref: np.ndarray, region: np.ndarray) -> float:
 
 def measure(model, subject, name: str, precision: str, options: PredictorOptions) -> dict:
     """One predictor in one precision: its volume map, slice maps and wall time."""
-    o = options.replace(precision=precision)
-    cuda = next(model.model.parameters()).device.type == "cuda"
-    t0 = time.perf_counter()
-    res = predict_volume(subject.volume, [model], [name], o)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    batch = prepare_volume(subject.volume, [model]).batches[0]
-    raw = slice_maps(model, batch.images, batch.masks, [name], o)[name]
+    device = next(model.model.parameters()).device
+    tf32 = precision == "tf32"
+    o = options.replace(precision="fp32" if tf32 else precision)
+    with tf32_convolutions(device) if tf32 else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        res = predict_volume(subject.volume, [model], [name], o)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        batch = prepare_volume(subject.volume, [model]).batches[0]
+        raw = slice_maps(model, batch.images, batch.masks, [name], o)[name]
     return {"map": res.maps[name], "fg": res.foreground, "raw": raw,
             "raw_fg": batch.masks[:, 0] > 0,
             "s": seconds}
@@ -88,7 +147,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--predictors", nargs="*", default=list(PREDICTORS))
-    ap.add_argument("--precisions", nargs="*", default=list(PRECISIONS[1:]))
+    ap.add_argument("--precisions", nargs="*", default=[*PRECISIONS[1:], "tf32"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = load_checkpoint(bundled_model_path(), device=a.device)
