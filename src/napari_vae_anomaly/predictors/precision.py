@@ -19,7 +19,8 @@ stays within 1e-3 of its float32 map in bf16 or fp16, so every flag is off and m
 float32.
 
 float32 on CUDA: cuDNN runs float32 convolutions in TF32 by default (10 mantissa bits, like
-fp16), which moved the gradient maps by up to 14 % of their range in a CPU emulation of it.
+fp16); in a CPU emulation of it the maps moved by 1.9e-3 (rec) to 8.6e-2 (energy) of their
+range, as far as in fp16.
 :func:`exact_float32` turns TF32 off while fp32 maps are computed, so ``--device cuda`` gives the
 CPU's maps.
 """
