@@ -166,9 +166,10 @@ class PredictorOptions:
       helped ``rec`` a little (+0.01-0.02 AUPRC) but cost ``elbo_grad``, the default map,
       0.016 AUROC for no AUPRC, so it is off by default (docs/results.md). 0 turns either off.
     * ``chunk``: slices per batch; bounds memory (halved automatically on out-of-memory).
-    * ``precision``: ``"fp32"`` (default: maps bit for bit as before), ``"bf16"`` or
+    * ``precision``: ``"fp32"`` (default; IEEE float32, on CUDA too: no TF32), ``"bf16"`` or
       ``"fp16"``: the model's forward and backward passes under autocast, used only when every
-      requested predictor is marked ``reduced_precision`` (:func:`precision_for`).
+      requested predictor is marked ``reduced_precision`` (:func:`precision_for`); none is, as
+      measured (docs/benchmarks.md, GPU), so the Python API computes fp32 and warns.
     """
 
     sigma: float = 3.0
