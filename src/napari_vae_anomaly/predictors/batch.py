@@ -9,6 +9,7 @@ and halves the chunk when the device runs out of memory.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -17,7 +18,8 @@ import torch
 
 from ..models.vae import VAE
 from .gradients import frozen
-from .registry import PredictorOptions, check_names, terms_needed
+from .precision import exact_float32
+from .registry import PredictorOptions, check_names, precision_for, precision_note, terms_needed
 from .terms import compute_terms
 
 T = TypeVar("T")
@@ -39,14 +41,21 @@ def compute_maps(
 
     ``mask`` (N, 1, S, S), optional, marks foreground pixels: the energy projection moves only
     those. Model parameters are frozen during the call and restored afterwards.
+    ``options.precision`` is used only when every one of ``names`` allows it (the registry's
+    ``reduced_precision``); otherwise the batch runs in float32 (:func:`precision_for`), with
+    a warning. float32 is IEEE float32 on CUDA too (:func:`~.precision.exact_float32`).
     """
     names = check_names(list(names))
     o = options or PredictorOptions()
+    used, _ = precision_for(names, o.precision)
+    if used != o.precision:
+        warnings.warn(str(precision_note(names, o.precision)), stacklevel=2)
+        o = o.replace(precision=used)
     dev = model_device(model)
     dtype = next(model.parameters()).dtype
     xt = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(dev, dtype)
     m = None if mask is None else torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).to(dev)
-    with frozen(model):
+    with frozen(model), exact_float32(dev):
         terms = compute_terms(model, xt, terms_needed(names), o, mask=m)
         out = {n: terms.map(n) for n in names}
     return {n: out[n].detach().to("cpu", torch.float32).numpy() for n in names}

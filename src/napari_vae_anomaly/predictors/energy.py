@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..models.vae import VAE
+from .precision import input_grad
 from .registry import PredictorOptions
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def _energy_and_grad(model: VAE, xt: torch.Tensor, x0: torch.Tensor, lam: float)
     xt = xt.detach().requires_grad_(True)
     with torch.enable_grad():
         e, x_hat = _energy(model, xt, x0, lam)
-        (g,) = torch.autograd.grad(e.sum(), xt)
+        g = input_grad(model, e.sum(), xt)
     return e.detach(), x_hat.detach(), g
 
 
@@ -120,7 +121,9 @@ def energy_projection(
     """Project a batch (N, C, S, S) for ``options.energy_steps`` steps; see the module doc.
 
     ``backtrack`` / ``bound`` switch the two safeguards off, only to compare with the plain
-    update of the paper (which oscillates for a large α); keep them on otherwise.
+    update of the paper (which oscillates for a large α); keep them on otherwise. ``model``
+    may be a :class:`~.precision.AutocastModel`: its passes then run in reduced precision and
+    the energies, steps and map stay float32.
     """
     o = options or PredictorOptions()
     tol = energy_tolerance(o)

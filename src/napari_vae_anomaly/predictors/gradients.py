@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .precision import input_grad
 from .reconstruction import forward_terms
 from .registry import PredictorOptions
 from .smoothing import minmax
@@ -66,7 +67,9 @@ def input_gradients(
     need_rec: bool = True,
     need_kl: bool = True,
 ) -> GradientTerms:
-    """One forward and at most two backward passes; call inside :func:`frozen` (or not)."""
+    """One forward and at most two backward passes; call inside :func:`frozen` (or not).
+
+    ``model`` may be a :class:`~.precision.AutocastModel` (reduced-precision passes)."""
     o = options or PredictorOptions()
     gen = None
     if o.smoothgrad_n > 0 or o.n_latent_samples > 1:
@@ -78,9 +81,9 @@ def input_gradients(
         rec_px, kl = forward_terms(model, xs, o.n_latent_samples, gen)
         g_rec = g_kl = None
         if need_rec:
-            (g_rec,) = torch.autograd.grad(rec_px.sum(), xs, retain_graph=need_kl)
+            g_rec = input_grad(model, rec_px.sum(), xs, retain_graph=need_kl)
         if need_kl:
-            (g_kl,) = torch.autograd.grad(kl.sum(), xs)
+            g_kl = input_grad(model, kl.sum(), xs)
     if o.smoothgrad_n > 0:
         g_rec = None if g_rec is None else g_rec.unflatten(0, (n, x.shape[0])).mean(dim=0)
         g_kl = None if g_kl is None else g_kl.unflatten(0, (n, x.shape[0])).mean(dim=0)

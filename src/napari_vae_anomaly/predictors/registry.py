@@ -47,6 +47,9 @@ class PredictorInfo:
     (a module of ``predictors/``) or the function itself; it takes the batch's
     :class:`~.terms.SharedTerms` and returns the map (N, S, S). ``reference``: measured in the
     normal reference at the end of training (off for costly iterative maps).
+    ``reduced_precision``: its map stays within 1e-3 of its float32 map's range when the
+    model's passes run in bf16/fp16 (measured: ``benchmarks/bench_precision.py``); off for a
+    new entry until it is measured, and then the batch runs in float32 whatever was asked.
     """
 
     name: str
@@ -55,6 +58,7 @@ class PredictorInfo:
     description: str
     compute: str | Callable[..., Any]
     reference: bool = True
+    reduced_precision: bool = False
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.needs if t not in TERMS]
@@ -132,6 +136,9 @@ GRADIENT_PREDICTORS: tuple[str, ...] = tuple(
     n for n, p in PREDICTORS.items() if p.needs_grad and PROJECTION not in p.needs
 )
 ENERGY_VARIANTS: tuple[str, ...] = ("x0_xT", "x0_fxT")
+#: arithmetic of the model's passes: float32, or autocast to bfloat16 / float16 (the losses,
+#: the gradients' sums and the maps stay float32; see ``predictors/precision``)
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -159,6 +166,10 @@ class PredictorOptions:
       helped ``rec`` a little (+0.01-0.02 AUPRC) but cost ``elbo_grad``, the default map,
       0.016 AUROC for no AUPRC, so it is off by default (docs/results.md). 0 turns either off.
     * ``chunk``: slices per batch; bounds memory (halved automatically on out-of-memory).
+    * ``precision``: ``"fp32"`` (default; IEEE float32, on CUDA too: no TF32), ``"bf16"`` or
+      ``"fp16"``: the model's forward and backward passes under autocast, used only when every
+      requested predictor is marked ``reduced_precision`` (:func:`precision_for`); none is, as
+      measured (docs/benchmarks.md, GPU), so the Python API computes fp32 and warns.
     """
 
     sigma: float = 3.0
@@ -175,6 +186,7 @@ class PredictorOptions:
     erode: int = 0
     chunk: int = 32
     seed: int = 0
+    precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -190,6 +202,9 @@ class PredictorOptions:
             raise ValueError(f"median and erode must be >= 0, got {self.median}, {self.erode}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.precision!r}")
 
     def replace(self, **changes: Any) -> PredictorOptions:
         return replace(self, **changes)
@@ -221,6 +236,28 @@ def terms_needed(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """The shared terms the predictors ``names`` need together, in :data:`TERMS` order."""
     need = {t for n in names for t in PREDICTORS[n].needs}
     return tuple(t for t in TERMS if t in need)
+
+
+def precision_for(names: list[str] | tuple[str, ...], precision: str) -> tuple[str, list[str]]:
+    """The precision a batch of ``names`` really runs in, and the predictors that kept it
+    float32 (those not marked ``reduced_precision``; they share the batch's passes, so one of
+    them keeps the whole batch in float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return precision, []
+    refused = [n for n in names if not PREDICTORS[n].reduced_precision]
+    return ("fp32" if refused else precision), refused
+
+
+def precision_note(names: list[str] | tuple[str, ...], precision: str) -> str | None:
+    """One line for users when ``precision`` was asked for but float32 is used, else None."""
+    used, refused = precision_for(names, precision)
+    if used == precision:
+        return None
+    return (f"precision {precision} not used: {', '.join(refused)} "
+            f"{'does' if len(refused) == 1 else 'do'} not stay within 1e-3 of float32 "
+            "in reduced precision (docs/benchmarks.md, GPU); computing in fp32")
 
 
 def describe(name: str) -> str:

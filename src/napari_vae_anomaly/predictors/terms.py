@@ -18,6 +18,7 @@ import torch
 from . import registry
 from .energy import energy_projection
 from .gradients import input_gradients
+from .precision import with_precision
 from .reconstruction import forward_terms
 from .registry import KL_GRADIENT, PROJECTION, REC_GRADIENT, RECONSTRUCTION, PredictorOptions
 from .smoothing import smooth2d
@@ -80,16 +81,20 @@ def compute_terms(
     Any gradient term means one forward and one or two backward passes, which yield the
     reconstruction error too; the reconstruction alone is one forward pass without autograd;
     the projection runs only when asked for. ``mask`` marks the pixels the projection may move.
+    ``options.precision`` other than fp32 runs the model's passes under autocast (the terms
+    stay float32); whether the predictors allow it is decided by the caller
+    (:func:`~.batch.compute_maps` via :func:`~.registry.precision_for`).
     """
     need = set(needs)
     terms = SharedTerms(model, x, options, mask)
+    run = with_precision(model, options.precision)
     need_rec, need_kl = REC_GRADIENT in need, KL_GRADIENT in need
     if need_rec or need_kl:
-        g = input_gradients(model, x, options, need_rec=need_rec, need_kl=need_kl)
+        g = input_gradients(run, x, options, need_rec=need_rec, need_kl=need_kl)
         terms.rec, terms.g_rec, terms.g_kl = g.rec, g.g_rec, g.g_kl
     elif RECONSTRUCTION in need:
         with torch.no_grad():
-            terms.rec = forward_terms(model, x, options.n_latent_samples)[0]
+            terms.rec = forward_terms(run, x, options.n_latent_samples)[0]
     if PROJECTION in need:
-        terms.projection = energy_projection(model, x, options, mask=mask)
+        terms.projection = energy_projection(run, x, options, mask=mask)
     return terms
