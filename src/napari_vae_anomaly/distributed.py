@@ -139,6 +139,17 @@ def from_main(ctx: DistContext, obj: Any) -> Any:
     return box[0]
 
 
+def first_differing_rank(ctx: DistContext, obj: Any) -> int | None:
+    """The first rank whose ``obj`` differs from rank 0's (None when all agree), on every rank.
+
+    Why: :func:`shard` assumes every rank holds the same list; nodes that expanded a shell
+    pattern into different lists (files added between launches, another sort order) would
+    each take their share of a different list, doing some cases twice and others never.
+    """
+    given = gather_objects(ctx, obj)
+    return next((r for r, other in enumerate(given) if other != given[0]), None)
+
+
 def default_store(ctx: DistContext) -> Any:
     """The process group's key-value store (None in a single process or if torch hides it)."""
     if not ctx.distributed:
@@ -173,6 +184,9 @@ class SharedCounter:
         return self._shared
 
 
+BEAT_KEY = "napari_vae_anomaly/beat"  # + "/<rank>": how often that rank has beaten
+
+
 class Heartbeat:
     """This rank's sign of life: a count in the store raised every ``interval`` seconds by a
     thread, until :meth:`stop`.
@@ -183,11 +197,11 @@ class Heartbeat:
     uses its own connection to the store (``clone``) where torch offers one.
     """
 
-    def __init__(self, ctx: DistContext, key: str, interval: float = 5.0):
+    def __init__(self, ctx: DistContext, interval: float = 5.0):
         store = default_store(ctx)
         clone = getattr(store, "clone", None)
         self._store = clone() if callable(clone) else store
-        self.key, self.interval = f"{key}/beat/{ctx.rank}", interval
+        self.key, self.interval = f"{BEAT_KEY}/{ctx.rank}", interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rank-heartbeat", daemon=True)
 
@@ -233,11 +247,11 @@ def gather_when_done(ctx: DistContext, payload: dict, key: str, patience: float 
         return gather_objects(ctx, payload)
     try:
         store.set(f"{key}/result/{ctx.rank}", json.dumps(payload))
-        _wait(ctx, store, key, patience, poll, every,
+        _wait(ctx, store, patience, poll, every,
               lambda r: store.check([f"{key}/result/{r}"]))
         out = [json.loads(store.get(f"{key}/result/{r}")) for r in range(ctx.world_size)]
         store.add(f"{key}/read", 1)
-        _wait(ctx, store, key, patience, poll, every,
+        _wait(ctx, store, patience, poll, every,
               lambda r: int(store.add(f"{key}/read", 0)) >= ctx.world_size)
     except RuntimeError as exc:  # DistStoreError, DistNetworkError: rank 0's store is gone
         raise PeerLost(f"lost contact with rank 0's store (its node may have stopped: {exc}); "
@@ -246,7 +260,7 @@ def gather_when_done(ctx: DistContext, payload: dict, key: str, patience: float 
     return out
 
 
-def _wait(ctx: DistContext, store: Any, key: str, patience: float,
+def _wait(ctx: DistContext, store: Any, patience: float,
           poll: Callable[[], None] | None, every: float, ready: Callable[[int], bool]) -> None:
     """Wait until ``ready(rank)`` for every other rank, or one of them is silent too long."""
     waiting = {r for r in range(ctx.world_size) if r != ctx.rank}
@@ -255,7 +269,7 @@ def _wait(ctx: DistContext, store: Any, key: str, patience: float,
         waiting = {r for r in waiting if not ready(r)}
         now = time.monotonic()
         for r in sorted(waiting):
-            beats = int(store.add(f"{key}/beat/{r}", 0))
+            beats = int(store.add(f"{BEAT_KEY}/{r}", 0))
             if beats != seen[r][0]:
                 seen[r] = (beats, now)
             elif now - seen[r][1] > patience:

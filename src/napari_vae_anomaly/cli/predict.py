@@ -150,7 +150,7 @@ def prepare(args: argparse.Namespace, device: Any, quiet: bool = False,
 def start(args: argparse.Namespace, ctx: Any) -> tuple[Job, list[str]]:
     """:func:`prepare` on every rank, all of them stopping together when one cannot start
     (none waits for the others), rank 0's thresholds on every rank, and the same cases."""
-    from ..distributed import any_rank, from_main, gather_objects
+    from ..distributed import any_rank, first_differing_rank, from_main
 
     try:
         job, cases = prepare(args, ctx.device, quiet=not ctx.is_main,
@@ -163,12 +163,11 @@ def start(args: argparse.Namespace, ctx: Any) -> tuple[Job, list[str]]:
             raise trouble
         raise AnomalyError("another rank could not start; see its message")
     job.thresholds = from_main(ctx, job.thresholds)
-    given = gather_objects(ctx, cases)
-    for rank, other in enumerate(given):
-        if other != given[0]:  # each rank would take its share of a different list
-            raise AnomalyError(f"the ranks were given different inputs (rank {rank}: "
-                               f"{len(other)} case(s), rank 0: {len(given[0])}, or another "
-                               "order); give every node the same list, e.g. sorted")
+    rank = first_differing_rank(ctx, cases)
+    if rank is not None:
+        raise AnomalyError(f"rank {rank} was given other inputs than rank 0 (or in another "
+                           "order), so the ranks' shares would not add up to the cohort; give "
+                           "every node the same list (e.g. sorted); nothing was computed")
     return job, cases
 
 
@@ -193,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.refresh()
 
         try:
-            with Heartbeat(ctx, "napari_vae_anomaly/predict", min(5.0, args.peer_timeout / 4)):
+            with Heartbeat(ctx, min(5.0, args.peer_timeout / 4)):
                 tally = run_cohort(job, work, ctx, total=len(cases), bar=bar)
                 tallies = gather_when_done(ctx, asdict(tally), "napari_vae_anomaly/predict",
                                            args.peer_timeout, poll=count_others)
