@@ -6,6 +6,8 @@ Test-only (the package never reads these variables):
 temporaries as a host of its own (:mod:`napari_vae_anomaly.io.atomic`);
 ``NVA_TEST_SLOW``: ``rank:seconds``: every case of that rank takes that much longer (a slow
 node);
+``NVA_TEST_SKEW``: a rank whose own threshold calibration would give other values (as on
+another device), to show that every rank uses rank 0's;
 ``NVA_TEST_DIE``: the rank whose process is killed (SIGKILL) when its second case starts, as
 on a node that died mid-run.
 """
@@ -40,6 +42,16 @@ def _patch() -> None:
         return out
 
     detection.detect = detect
+    if os.environ.get("NVA_TEST_SKEW", "") == str(rank):
+        calibrate = detection.calibrate
+
+        def skewed(*args, **kwargs):
+            from dataclasses import replace
+
+            found = calibrate(*args, **kwargs)
+            return replace(found, values={k: v * 0.5 for k, v in found.values.items()})
+
+        detection.calibrate = skewed
 
 
 if __name__ == "__main__":

@@ -114,11 +114,12 @@ def summaries(runs: list[subprocess.CompletedProcess]) -> list[str]:
 
 
 def test_two_nodes_write_one_shared_folder_as_one_process(cohort, tmp_path):
-    """Node 1 is slower than the peer timeout per case, yet waited for (it still beats);
-    rank 0's bar counts node 1's cases up to 6/6; one summary; one failure line."""
+    """Node 1 is slower than the peer timeout per case, yet waited for (it still beats), and
+    would calibrate other thresholds, yet uses rank 0's; rank 0's bar counts node 1's cases
+    up to 6/6; one summary; one failure line."""
     args, bad, expected = cohort
     out = tmp_path / "shared"
-    runs = two_nodes(args, out, "--peer-timeout", "2", NVA_TEST_SLOW="1:2.5")
+    runs = two_nodes(args, out, "--peer-timeout", "2", NVA_TEST_SLOW="1:2.5", NVA_TEST_SKEW="1")
     for r in runs:  # every node ends alike: its one worker exited 1 (a case failed)
         assert r.returncode == 1 and worker_codes(r) == ["1"], r.stderr[-3000:]
         assert not our_traceback(r), r.stderr[-3000:]

@@ -254,9 +254,9 @@ def gather_when_done(ctx: DistContext, payload: dict, key: str, patience: float 
         _wait(ctx, store, patience, poll, every,
               lambda r: int(store.add(f"{key}/read", 0)) >= ctx.world_size)
     except RuntimeError as exc:  # DistStoreError, DistNetworkError: rank 0's store is gone
-        raise PeerLost(f"lost contact with rank 0's store (its node may have stopped: {exc}); "
-                       "the cases written so far are complete, run the same command again "
-                       "to do the rest") from None
+        raise PeerLost(f"lost contact with rank 0's store ({type(exc).__name__}: its process "
+                       "or node stopped); the cases written so far are complete, run the same "
+                       "command again to do the rest (existing outputs are kept)") from None
     return out
 
 
