@@ -160,3 +160,14 @@ def test_a_dead_node_stops_the_others_and_a_rerun_finishes_the_cohort(cohort, tm
     kept = len(partial) // 4
     assert summaries(runs) == [f"predict: {5 - kept} of 6 case(s) done, written to {out}; "
                                f"{kept} kept (outputs exist); failed: {bad}"]
+
+
+def test_peer_timeout_must_be_positive(tmp_path, capsys):
+    from napari_vae_anomaly.cli.main import main
+
+    out = tmp_path / "maps"
+    assert main(["predict", str(tmp_path / "scan.nii.gz"), "--model", "m.safetensors",
+                 "--peer-timeout", "0", "--out-dir", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["napari-vae-anomaly predict: error: --peer-timeout must be positive (got 0)"]
+    assert not out.exists()
