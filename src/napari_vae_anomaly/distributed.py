@@ -184,6 +184,22 @@ class SharedCounter:
         return self._shared
 
 
+def own_connection(ctx: DistContext, timeout: float) -> Any:
+    """A connection of our own to the process group's store whose operations give up after
+    ``timeout`` seconds (the store's default is the process group's 30 minutes: a node whose
+    machine vanished without closing its sockets would hold every call that long); the
+    shared one, unchanged, where torch cannot clone it. None in a single process."""
+    from datetime import timedelta
+
+    store = default_store(ctx)
+    clone = getattr(store, "clone", None)
+    if not callable(clone):
+        return store
+    own = clone()
+    own.set_timeout(timedelta(seconds=timeout))
+    return own
+
+
 BEAT_KEY = "napari_vae_anomaly/beat"  # + "/<rank>": how often that rank has beaten
 
 
@@ -198,9 +214,10 @@ class Heartbeat:
     """
 
     def __init__(self, ctx: DistContext, interval: float = 5.0):
-        store = default_store(ctx)
-        clone = getattr(store, "clone", None)
-        self._store = clone() if callable(clone) else store
+        try:
+            self._store = own_connection(ctx, max(4 * interval, 1.0))
+        except RuntimeError:  # the store cannot be reached: no beat, the others will know
+            self._store = None
         self.key, self.interval = f"{BEAT_KEY}/{ctx.rank}", interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rank-heartbeat", daemon=True)
@@ -209,8 +226,8 @@ class Heartbeat:
         while True:
             try:
                 self._store.add(self.key, 1)
-            except RuntimeError:  # the store is gone: the waiting side reports it
-                return
+            except RuntimeError:  # store slow or gone: try again; the waiting side reports it
+                pass
             if self._stop.wait(self.interval):
                 return
 
@@ -242,10 +259,12 @@ def gather_when_done(ctx: DistContext, payload: dict, key: str, patience: float 
     bar). Ends with every rank having read everything, so the first to leave cannot take
     the store from one still reading it.
     """
-    store = default_store(ctx)
-    if store is None:
-        return gather_objects(ctx, payload)
+    if not ctx.distributed:
+        return [payload]
     try:
+        store = own_connection(ctx, patience)
+        if store is None:
+            return gather_objects(ctx, payload)
         store.set(f"{key}/result/{ctx.rank}", json.dumps(payload))
         _wait(ctx, store, patience, poll, every,
               lambda r: store.check([f"{key}/result/{r}"]))
