@@ -164,9 +164,12 @@ class SharedCounter:
     """A count every rank adds to and rank 0 reads (the process group's key-value store), so
     one progress bar on rank 0 can summarise all ranks. A plain counter in one process."""
 
-    def __init__(self, ctx: DistContext, key: str):
-        self.key, self._local, self._store = key, 0, default_store(ctx)
-        self._shared = 0
+    def __init__(self, ctx: DistContext, key: str, timeout: float = 30.0):
+        self.key, self._local, self._shared = key, 0, 0
+        try:
+            self._store = own_connection(ctx, timeout)
+        except RuntimeError:
+            self._store = None
 
     def add(self, n: int = 1) -> int:
         """Add ``n`` and return the total over all ranks (this rank's own without a store).
