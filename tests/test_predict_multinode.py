@@ -61,8 +61,8 @@ def cohort(tmp_path_factory):
     args = ["predict", *inputs, "--model", str(ckpt), "--predictor", "rec", "--predictor",
             "elbo_grad", "--device", "cpu"]
     one = subprocess.run([sys.executable, "-m", "napari_vae_anomaly", *args, "--no-progress",
-                          "--out-dir", str(tmp / "one")], capture_output=True, text=True,
-                         timeout=180, env=_env(), cwd=tmp)
+                          "--out-dir", str(tmp / "one")], capture_output=True, encoding="utf-8",
+                         errors="replace", timeout=180, env=_env(), cwd=tmp)
     assert one.returncode == 1, one.stderr[-2000:]
     expected = contents(tmp / "one")
     assert len(expected) == 5 * 4  # rec, elbo_grad, ensemble, mask of five good cases
@@ -85,8 +85,8 @@ def two_nodes(args: list[str], out: Path, *extra: str, timeout: float = 120,
                str(node), "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
                "--master_port", str(port), str(NODE), *args, *extra, "--out-dir", str(out)]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=_env(NVA_TEST_HOST=host, **faults),
-                                      cwd=out.parent))
+                                      encoding="utf-8", errors="replace", cwd=out.parent,
+                                      env=_env(NVA_TEST_HOST=host, **faults)))
     done = []
     for p in procs:
         try:
