@@ -167,7 +167,7 @@ def start(args: argparse.Namespace, ctx: Any) -> tuple[Job, list[str]]:
     if rank is not None:
         raise AnomalyError(f"rank {rank} was given other inputs than rank 0 (or in another "
                            "order), so the ranks' shares would not add up to the cohort; give "
-                           "every node the same list (e.g. sorted); nothing was computed")
+                           "every node the same list (e.g. sorted); no case was computed")
     return job, cases
 
 
