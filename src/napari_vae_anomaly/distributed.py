@@ -253,14 +253,15 @@ class PeerLost(AnomalyError):
 
 
 def gather_when_done(ctx: DistContext, payload: dict, key: str, patience: float = 120.0,
-                     poll: Callable[[], None] | None = None, every: float = 0.2) -> list[dict]:
+                     poll: Callable[[], None] | None = None, every: float = 0.25) -> list[dict]:
     """Every rank's ``payload`` (JSON-able), in rank order, once every rank has given it.
 
     Waits in the store with no time limit for ranks that still beat (:class:`Heartbeat`,
     which the caller runs), and raises :class:`PeerLost` on every waiting rank once a rank
-    has been silent for ``patience`` seconds. ``poll`` is called while waiting (rank 0's
-    bar). Ends with every rank having read everything, so the first to leave cannot take
-    the store from one still reading it.
+    has been silent for ``patience`` seconds. ``poll`` is called every ``every`` seconds while
+    waiting (rank 0's bar). Ends with every rank having read everything, so the first to
+    leave cannot take the store from one still reading it. Light on the store however many
+    ranks wait: one counter read per ``every``, the others' beats only every few seconds.
     """
     if not ctx.distributed:
         return [payload]
@@ -269,36 +270,43 @@ def gather_when_done(ctx: DistContext, payload: dict, key: str, patience: float 
         if store is None:
             return gather_objects(ctx, payload)
         store.set(f"{key}/result/{ctx.rank}", json.dumps(payload))
-        _wait(ctx, store, patience, poll, every,
-              lambda r: store.check([f"{key}/result/{r}"]))
+        store.add(f"{key}/results", 1)
+        _wait(ctx, store, f"{key}/results", f"{key}/result", patience, poll, every)
         out = [json.loads(store.get(f"{key}/result/{r}")) for r in range(ctx.world_size)]
-        store.add(f"{key}/read", 1)
-        _wait(ctx, store, patience, poll, every,
-              lambda r: int(store.add(f"{key}/read", 0)) >= ctx.world_size)
-    except RuntimeError as exc:  # DistStoreError, DistNetworkError: rank 0's store is gone
-        raise PeerLost(f"lost contact with rank 0's store ({type(exc).__name__}: its process "
-                       "or node stopped); the cases written so far are complete, run the same "
-                       "command again to do the rest (existing outputs are kept)") from None
+        store.set(f"{key}/read/{ctx.rank}", "1")
+        store.add(f"{key}/reads", 1)
+        _wait(ctx, store, f"{key}/reads", f"{key}/read", patience, poll, every)
+    except RuntimeError:  # DistStoreError, DistNetworkError: rank 0's store is gone
+        raise PeerLost("lost contact with rank 0's store (its process or node stopped); the "
+                       "cases written so far are complete, run the same command again to do "
+                       "the rest (existing outputs are kept)") from None
     return out
 
 
-def _wait(ctx: DistContext, store: Any, patience: float,
-          poll: Callable[[], None] | None, every: float, ready: Callable[[int], bool]) -> None:
-    """Wait until ``ready(rank)`` for every other rank, or one of them is silent too long."""
-    waiting = {r for r in range(ctx.world_size) if r != ctx.rank}
-    seen = {r: (-1, time.monotonic()) for r in waiting}
-    while waiting:
-        waiting = {r for r in waiting if not ready(r)}
+def _wait(ctx: DistContext, store: Any, count: str, mark: str, patience: float,
+          poll: Callable[[], None] | None, every: float) -> None:
+    """Wait until the counter ``count`` reaches the world size, while every rank that has
+    not set its ``mark/<rank>`` yet keeps beating; one silent for ``patience`` s: PeerLost."""
+    others = [r for r in range(ctx.world_size) if r != ctx.rank]
+    seen = {r: (-1, time.monotonic()) for r in others}
+    check_every, next_check = min(5.0, patience / 4), 0.0
+    while int(store.add(count, 0)) < ctx.world_size:
         now = time.monotonic()
-        for r in sorted(waiting):
-            beats = int(store.add(f"{BEAT_KEY}/{r}", 0))
-            if beats != seen[r][0]:
-                seen[r] = (beats, now)
-            elif now - seen[r][1] > patience:
-                raise PeerLost(f"rank {r} has not answered for {patience:g} s (its process or "
-                               "node stopped); the cases written so far are complete, run the "
-                               "same command again to do the rest (existing outputs are kept)")
+        if now >= next_check:
+            next_check = now + check_every
+            for r in others:
+                if store.check([f"{mark}/{r}"]):
+                    continue
+                beats = int(store.add(f"{BEAT_KEY}/{r}", 0))
+                if beats != seen[r][0]:
+                    seen[r] = (beats, now)
+                elif now - seen[r][1] > patience:
+                    raise PeerLost(f"rank {r} has not answered for {patience:g} s (its process "
+                                   "or node stopped); the cases written so far are complete, "
+                                   "run the same command again to do the rest (existing "
+                                   "outputs are kept)")
         if poll is not None:
             poll()
-        if waiting:
-            time.sleep(every)
+        time.sleep(every)
+    if poll is not None:
+        poll()
