@@ -200,12 +200,25 @@ def return_freed_arrays() -> None:
         pass
 
 
+FINISHED_KEY = "napari_vae_anomaly/predict/finished"  # cases finished over all ranks
+
+
+def progress_bar(job: Any, ctx: Any, total: int) -> Any:
+    """The one bar of a run: on rank 0 only, counting the cases of every rank."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="predict", unit="case", file=sys.stderr,
+                disable=job.args.no_progress or not ctx.is_main)
+
+
 def run_cohort(job: Any, work: list[tuple[str, str]], ctx: Any = None,
-               total: int | None = None) -> Tally:
+               total: int | None = None, bar: Any = None) -> Tally:
     """Predict this rank's ``work`` ((input, case) pairs) with reading and writing overlapped.
 
     ``ctx``: the distributed context (None: one process); ``total``: cases over all ranks,
-    for rank 0's bar. Returns this rank's tally.
+    for rank 0's bar. ``bar``: a :func:`progress_bar` the caller closes (it goes on counting
+    the other ranks' cases once this rank is done); None: one made and closed here.
+    Returns this rank's tally.
     """
     from tqdm import tqdm
 
@@ -214,13 +227,13 @@ def run_cohort(job: Any, work: list[tuple[str, str]], ctx: Any = None,
     ctx = ctx or DistContext()
     return_freed_arrays()
     tally, lock = Tally(), threading.Lock()
-    bar = tqdm(total=total or len(work), desc="predict", unit="case", file=sys.stderr,
-               disable=job.args.no_progress or not ctx.is_main)
+    own_bar = bar is None
+    bar = progress_bar(job, ctx, total or len(work)) if own_bar else bar
 
     def emit(line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
-    counter = SharedCounter(ctx, "napari_vae_anomaly/predict/finished")
+    counter = SharedCounter(ctx, FINISHED_KEY)
     reader = Background("predict-read", read_ahead(job, work, emit), PREFETCH)
     writer = Background("predict-write", write_behind(job, tally, lock, emit), WRITE_BEHIND)
     t0 = time.perf_counter()
@@ -240,7 +253,8 @@ def run_cohort(job: Any, work: list[tuple[str, str]], ctx: Any = None,
             writer.stop.set()
         writer.thread.join()
         reader.thread.join()
-        bar.close()
+        if own_bar:
+            bar.close()
     for bg in (writer, reader):
         if bg.fatal is not None:
             raise bg.fatal

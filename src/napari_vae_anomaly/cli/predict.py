@@ -66,6 +66,11 @@ def register(subparsers: Any) -> None:
                         "the input series")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--peer-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="under torchrun: how long a rank that has finished its cases waits for "
+                        "one that has stopped answering (its process or node died) before "
+                        "giving up; ranks that are only slow are waited for however long they "
+                        "take (default 120)")
     p.set_defaults(func=run)
 
 
@@ -109,14 +114,18 @@ def settings_from_args(args: argparse.Namespace) -> DetectionSettings:
         raise AnomalyError(f"invalid option: {exc}") from None
 
 
-def prepare(args: argparse.Namespace, device: Any, quiet: bool = False
-            ) -> tuple[Job, list[str]]:
+def prepare(args: argparse.Namespace, device: Any, quiet: bool = False,
+            calibrate_here: bool = True) -> tuple[Job, list[str]]:
     """Check inputs, names and the output folder, load the models, calibrate the threshold:
-    everything refused before any case is computed. Returns the job and the case names."""
+    everything refused before any case is computed. Returns the job and the case names.
+    ``calibrate_here=False`` (ranks but 0 under torchrun): the job's thresholds are left
+    None, for rank 0's (:func:`start`)."""
     from ..detection import calibrate
     from ..models.checkpoint import load_checkpoint
 
     settings = settings_from_args(args)
+    if not args.peer_timeout > 0:
+        raise AnomalyError(f"--peer-timeout must be positive (got {args.peer_timeout:g})")
     missing = [str(p) for p in args.inputs if not Path(p).exists()]
     if missing:  # before any folder is made or anything computed (issue 12)
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -124,11 +133,13 @@ def prepare(args: argparse.Namespace, device: Any, quiet: bool = False
     cases = unique_case_names(args.inputs, args.keep_parent)  # before any computation
     models = [load_checkpoint(m, device=device) for m in args.model]
     check_writable_folder(args.out_dir)  # before the calibration and the cases are computed
+    job = Job(args, settings, models, settings.keys(len(models)), None)
+    if not calibrate_here:
+        return job, cases
     try:
-        thresholds = calibrate(models, settings)
+        job.thresholds = thresholds = calibrate(models, settings)
     except ValueError as exc:
         raise AnomalyError(f"--threshold-fpr: {exc} (model {args.model[0]})") from None
-    job = Job(args, settings, models, settings.keys(len(models)), thresholds)
     key = settings.mask_key(len(models))
     if not quiet:
         print(f"mask from '{key}' at threshold {thresholds.values[key]:.6g} "
@@ -136,26 +147,58 @@ def prepare(args: argparse.Namespace, device: Any, quiet: bool = False
     return job, cases
 
 
+def start(args: argparse.Namespace, ctx: Any) -> tuple[Job, list[str]]:
+    """:func:`prepare` on every rank, all of them stopping together when one cannot start
+    (none waits for the others), rank 0's thresholds on every rank, and the same cases."""
+    from ..distributed import any_rank, first_differing_rank, from_main
+
+    try:
+        job, cases = prepare(args, ctx.device, quiet=not ctx.is_main,
+                             calibrate_here=ctx.is_main)
+        trouble = None
+    except (AnomalyError, OSError) as exc:
+        job, cases, trouble = None, [], exc
+    if any_rank(ctx, trouble is not None):
+        if trouble is not None:
+            raise trouble
+        raise AnomalyError("another rank could not start; see its message")
+    job.thresholds = from_main(ctx, job.thresholds)
+    rank = first_differing_rank(ctx, cases)
+    if rank is not None:
+        raise AnomalyError(f"rank {rank} was given other inputs than rank 0 (or in another "
+                           "order), so the ranks' shares would not add up to the cohort; give "
+                           "every node the same list (e.g. sorted); no case was computed")
+    return job, cases
+
+
 def run(args: argparse.Namespace) -> int:
-    """Predict every input; under torchrun each rank takes its share of the cases."""
-    from ..distributed import any_rank, gather_objects, setup, shard
-    from .cohort import run_cohort, summary_line
+    """Predict every input; under torchrun each rank takes its share of the cases, and rank 0
+    prints one summary once every rank is done (:func:`..distributed.gather_when_done`)."""
+    from dataclasses import asdict
+
+    from ..distributed import Heartbeat, SharedCounter, gather_when_done, setup, shard
+    from .cohort import FINISHED_KEY, Tally, progress_bar, run_cohort, summary_line
 
     ctx = setup(args.device)
     try:
-        try:
-            job, cases = prepare(args, ctx.device, quiet=not ctx.is_main)
-            trouble = None
-        except (AnomalyError, OSError) as exc:
-            job, cases, trouble = None, [], exc
-        if any_rank(ctx, trouble is not None):  # every rank stops, none waits for the others
-            if trouble is not None:
-                raise trouble
-            raise AnomalyError("another rank could not start; see its message")
+        job, cases = start(args, ctx)
         work = shard(list(zip(map(str, args.inputs), cases, strict=True)), ctx.rank,
                      ctx.world_size)
-        tally = run_cohort(job, work, ctx, total=len(cases))
-        line, status = summary_line(gather_objects(ctx, tally), len(cases), args.out_dir)
+        bar, counter = progress_bar(job, ctx, len(cases)), SharedCounter(ctx, FINISHED_KEY)
+
+        def count_others() -> None:  # rank 0's bar goes on while the other ranks finish
+            if not bar.disable:
+                bar.n = counter.add(0)
+                bar.refresh()
+
+        try:
+            with Heartbeat(ctx, min(5.0, args.peer_timeout / 4)):
+                tally = run_cohort(job, work, ctx, total=len(cases), bar=bar)
+                tallies = gather_when_done(ctx, asdict(tally), "napari_vae_anomaly/predict",
+                                           args.peer_timeout, poll=count_others)
+        finally:
+            bar.close()
+        line, status = summary_line([Tally(**t) for t in tallies], len(cases), args.out_dir)
         if ctx.is_main:
             print(line, file=sys.stderr)
         return status

@@ -1,10 +1,15 @@
 """Small helpers every writer shares: tagged temporary names, fsync, umask, stale-temp cleanup.
 
 Why tagged names: a temporary file or folder is called ``.<name>.<pid>-<host>.<random>.tmp``
-(``host``: 6 hex digits of the host name), so the next run can tell the leftovers of a killed
-process (same host, its pid no longer runs) from the live temporaries of a concurrent run
-(never touched), and clean only the former. Temporaries of other hosts (a shared network
-folder, where pids mean nothing here) are removed only when a day old.
+(``host``: 12 hex digits of what makes a pid meaningful: the host name, the kernel's boot id and
+the pid namespace), so the next run can tell the leftovers of a killed process (same host, its
+pid no longer runs) from the live temporaries of a concurrent run (never touched), and clean
+only the former. Temporaries of other hosts (a shared network folder written by several nodes,
+where their pids mean nothing here) are removed only when a day old. The host name alone was
+not enough: nodes or containers started with the same host name (and 6 hex digits of it, once
+a cluster has hundreds of nodes) looked like this host, and a node could remove another's live
+staging folder because that pid did not run here. Names of older versions (6 digits) are
+still recognised, as another host's.
 """
 
 from __future__ import annotations
@@ -19,11 +24,25 @@ from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
 FOREIGN_AGE_S = 86400.0
-_TEMP_RE = re.compile(r"^\..+\.(\d+)-([0-9a-f]{6})\.[A-Za-z0-9_]+\.tmp$")
+_TEMP_RE = re.compile(r"^\..+\.(\d+)-([0-9a-f]{12}|[0-9a-f]{6})\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _machine_identity() -> str:
+    """Where this process's pids mean something: host name, kernel boot, pid namespace."""
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    except OSError:
+        pass
+    try:
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass
+    return "\n".join(parts)
 
 
 def _host_tag() -> str:
-    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+    return hashlib.sha1(_machine_identity().encode()).hexdigest()[:12]
 
 
 def temp_prefix(name: str) -> str:
