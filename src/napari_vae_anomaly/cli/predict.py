@@ -162,6 +162,7 @@ def start(args: argparse.Namespace, ctx: Any) -> tuple[Job, list[str]]:
         if trouble is not None:
             raise trouble
         raise AnomalyError("another rank could not start; see its message")
+    assert job is not None  # every rank started
     job.thresholds = from_main(ctx, job.thresholds)
     rank = first_differing_rank(ctx, cases)
     if rank is not None:

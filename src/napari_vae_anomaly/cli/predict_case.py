@@ -30,7 +30,7 @@ class Job:
     settings: DetectionSettings
     models: list[Any]
     keys: list[str]
-    thresholds: Thresholds
+    thresholds: Thresholds | None  # None only until rank 0's arrive (torchrun)
 
 
 def load_case(job: Job, src: str, case: str, emit: Any) -> tuple[Any, dict[str, Path], str]:

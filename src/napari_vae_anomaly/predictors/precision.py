@@ -105,7 +105,7 @@ def exact_float32(device: torch.device) -> Iterator[None]:
     try:
         before = bool(cudnn.allow_tf32)
     except RuntimeError:  # TF32 was set per operator through torch's newer API: use it too
-        conv = cudnn.conv
+        conv = cudnn.conv  # type: ignore[attr-defined]  # torch >= 2.9 only
         old = conv.fp32_precision
         conv.fp32_precision = "ieee"
         try:
