@@ -181,3 +181,29 @@ def test_text_reports_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         atomic.atomic_write_text(report, "new report " * 1000)
     assert snapshot(tmp_path) == {"results.md": b"old report\n"}
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_streamed_nifti_raising_enospc_keeps_old_file(tmp_path, monkeypatch, geo, ext):
+    """The streaming NIfTI writer meets a real ENOSPC (an OSError mid-file, after some slabs
+    went out): refused with "disk full", the old file byte for byte, no temporary left."""
+    import errno
+
+    from napari_vae_anomaly.io import nifti_stream
+
+    old = write_volume(tmp_path / f"map{ext}", np.ones((4, 5, 6), np.float32), geo)
+    before = snapshot(tmp_path)
+    real = nifti_stream._slabs
+
+    def slabs_then_full(arr):
+        for i, slab in enumerate(real(arr)):
+            if i == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            yield slab
+
+    monkeypatch.setattr(nifti_stream, "_SLAB_BYTES", 64 * 64 * 4)  # one slice per slab
+    monkeypatch.setattr(nifti_stream, "_slabs", slabs_then_full)
+    big = np.random.default_rng(2).random((6, 64, 64)).astype(np.float32)
+    with pytest.raises(VolumeWriteError, match=r"^map.*: writing failed \(disk full: No space"):
+        write_volume(old, big, geo, overwrite=True)
+    assert snapshot(tmp_path) == before
