@@ -18,7 +18,7 @@ import numpy as np
 
 from ..io.geometry import Geometry
 from ..io.volume import Volume
-from .batch import compute_maps, run_chunked
+from .batch import compute_maps, model_device, run_chunked
 from .ensemble import EnsembleSum
 from .normal_reference import resolve_normalization
 from .registry import PredictorOptions, check_names
@@ -178,8 +178,10 @@ def score_region(foreground: np.ndarray, erode: int, flat: bool = False) -> np.n
     return ndi.binary_erosion(fg, st, iterations=erode)
 
 
-def volume_stage(score: np.ndarray, region: np.ndarray, median: int) -> np.ndarray:
-    """A map on the voxel grid: kept inside ``region``, then median-filtered (float32).
+def volume_stage(score: np.ndarray, region: np.ndarray, median: int,
+                 device: Any = None) -> np.ndarray:
+    """A map on the voxel grid: kept inside ``region``, then median-filtered (float32; on
+    ``device`` when it is a GPU, the same values).
 
     A float32 ``score`` is changed in place and returned (the pipeline owns it): a map then
     costs one volume-sized array plus the median filter's box, not three copies.
@@ -189,7 +191,7 @@ def volume_stage(score: np.ndarray, region: np.ndarray, median: int) -> np.ndarr
     m = score if score.dtype == np.float32 else score.astype(np.float32)
     np.multiply(m, region, out=m)
     if median > 1 and region.any():
-        median_filter_in_place(m, median, region)
+        median_filter_in_place(m, median, region, device)
         np.multiply(m, region, out=m)
     return m
 
@@ -294,6 +296,7 @@ def predict_volume_iter(
     method, refs = resolve_normalization(ensemble, models, names, o)
     maps = MapCombiner(labels, names, method, refs, fg, flat, handoff)
     for loaded, batch, label in zip(models, batches, labels, strict=True):
+        device = model_device(getattr(loaded, "model", loaded))  # the median runs there too
         gen = iter_slice_maps(loaded, batch.images, batch.masks, names, o, should_stop)
         while True:
             try:
@@ -304,7 +307,7 @@ def predict_volume_iter(
             yield Progress(done, total)
         for n in names:  # each map resampled, filtered and handed on before the next
             maps.add(label, n, volume_stage(from_slices(sm.pop(n), batch, fill=0.0),
-                                            score_fg, o.median))
+                                            score_fg, o.median, device))
         del sm
     maps.finish()
     return PredictionResult(
