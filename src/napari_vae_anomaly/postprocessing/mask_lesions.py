@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..io.geometry import Geometry
-from .components import label_box, min_voxels_for
+from .components import component_sizes, label_box, min_voxels_for, plane_runs
 from .filters import bounding_box
 from .lesions import Lesion, lesion_table, rows_from_sums
 from .mask import MaskOptions, postprocess
@@ -27,19 +27,13 @@ SLAB_VOXELS = 1 << 20  # voxels of the labels handled at a time (a few MiB of te
 
 
 def _slabs(shape: tuple[int, ...]) -> Iterator[slice]:
-    """Runs of planes along the first axis, about SLAB_VOXELS voxels each."""
-    plane = max(1, int(np.prod(shape[1:], dtype=np.int64)))
-    step = max(1, SLAB_VOXELS // plane)
-    for z in range(0, shape[0], step):
-        yield slice(z, min(z + step, shape[0]))
+    return plane_runs(shape, SLAB_VOXELS)
 
 
 def _renumber(labels: np.ndarray, n: int, need: int) -> np.ndarray:
     """Drop components under ``need`` voxels and renumber the rest in place, 1 = largest (ties
     in the order of their first voxels, as ``label_lesions``); returns the kept sizes."""
-    sizes = np.zeros(n + 1, dtype=np.intp)
-    for sl in _slabs(labels.shape):
-        sizes += np.bincount(labels[sl].ravel(), minlength=n + 1)
+    sizes = component_sizes(labels, n, SLAB_VOXELS)
     sizes[0] = 0
     keep = np.flatnonzero(sizes >= max(need, 1))
     order = keep[np.argsort(-sizes[keep], kind="stable")]
