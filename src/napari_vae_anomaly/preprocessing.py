@@ -141,13 +141,14 @@ def _clean_mask(mask: np.ndarray) -> np.ndarray:
     from .postprocessing.filters import bounding_box
 
     box = bounding_box(mask)  # labels of the box only, uint16 when they fit; no int64 copies
-    lab, n = label_box(mask[box]) if box is not None else (None, 0)
-    if n > 1:
-        sizes = component_sizes(lab, n)
-        sizes[0] = 0
-        mask = np.zeros(mask.shape, dtype=bool)
-        mask[box] = (sizes >= 0.1 * sizes.max())[lab]
-    del lab
+    if box is not None:
+        lab, n = label_box(mask[box])
+        if n > 1:
+            sizes = component_sizes(lab, n)
+            sizes[0] = 0
+            mask = np.zeros(mask.shape, dtype=bool)
+            mask[box] = (sizes >= 0.1 * sizes.max())[lab]
+        del lab
     mask = ndi.binary_fill_holes(mask)
     if mask.ndim == 3:
         for i in range(mask.shape[0]):
