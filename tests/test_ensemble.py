@@ -105,3 +105,5 @@ def test_running_sum_equals_the_mean_of_the_stacked_normalized_maps(method):
     assert got.tobytes() == expected.tobytes()
     assert not got[~fg].any() and got[fg].std() > 0
     assert ensemble_maps(maps, fg, method, stats).tobytes() == expected.tobytes()
+    taken = acc.take_mean()  # divided in place and released: the same bytes
+    assert taken.tobytes() == expected.tobytes() and acc.sum is None

@@ -149,3 +149,74 @@ def test_labels_in_uint16_when_they_fit_else_int32():
     assert lab.dtype == np.int32 and n == 90_000
     assert remove_small_components(many, 2).sum() == 0
     assert remove_small_components(few, 2).sum() == 8
+
+
+def test_wait_done_returns_once_the_thread_has_finished_with_the_item():
+    from napari_vae_anomaly.cli.cohort import Background
+
+    finished: list[float] = []
+
+    def slow(bg: Background) -> None:
+        while (item := bg.get()) is not None:
+            time.sleep(0.3)  # taken at once, finished 0.3 s later
+            finished.append(time.perf_counter())
+            bg.queue.task_done()
+            if item == "last":
+                return
+
+    bg = Background("t", slow, 0)
+    bg.thread.start()
+    t0 = time.perf_counter()
+    assert bg.put("first")
+    bg.wait_done()
+    assert finished and time.perf_counter() >= finished[0] >= t0 + 0.25
+    bg.put("last")
+    bg.thread.join(5)
+    stuck = Background("s", lambda b: None, 5)  # never finishes anything: the stop ends it
+    stuck.queue.put("x")
+    threading.Timer(0.2, stuck.stop.set).start()
+    stuck.wait_done()
+    assert stuck.stop.is_set()
+
+
+def test_predict_makes_no_map_while_the_writer_writes_the_last_one(tmp_path, monkeypatch):
+    """With ``MAP_WRITTEN_FIRST`` the writer's map and the next one are never both in memory:
+    no map is resampled back to the volume while a map is being staged."""
+    import napari_vae_anomaly.preprocessing as pre
+    from _models import tiny_vae
+    from napari_vae_anomaly.cli import cohort, predict_case
+    from napari_vae_anomaly.cli.main import main
+    from napari_vae_anomaly.io import write_volume
+    from napari_vae_anomaly.models.checkpoint import save_checkpoint
+
+    assert cohort.MAP_WRITTEN_FIRST
+    ckpt, scan = tmp_path / "tiny.safetensors", tmp_path / "scan.nii.gz"
+    save_checkpoint(ckpt, tiny_vae(size=16), {"name": "tiny"}, pre.PreprocessConfig(size=16))
+    data = np.random.default_rng(3).normal(100, 10, (6, 20, 20)).astype(np.float32)
+    data[:, :3] = 0
+    write_volume(scan, data, Geometry((1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    events: list[str] = []
+    real_add, real_from = predict_case.CaseWriter.add, pre.from_slices
+
+    def add(self, key, data):
+        events.append("write")
+        time.sleep(0.05)  # slow enough to be overlapped if nothing waited for it
+        real_add(self, key, data)
+        events.append("written")
+
+    def from_slices(*a, **k):
+        events.append("make")
+        return real_from(*a, **k)
+
+    monkeypatch.setattr(predict_case.CaseWriter, "add", add)
+    monkeypatch.setattr(pre, "from_slices", from_slices)
+    argv = ["predict", str(scan), "--model", str(ckpt), "--threshold", "0.5", "--out-dir",
+            str(tmp_path / "o"), "--no-progress",
+            *(w for n in ("rec", "combi", "kl_grad") for w in ("--predictor", n))]
+    assert main(argv) == 0
+    assert events.count("write") == 4 and events.count("make") == 3  # 3 maps + the ensemble
+    for i, e in enumerate(events):
+        if e == "make":  # nothing being written when a map is made
+            assert events[:i].count("write") == events[:i].count("written")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(
+        f"scan_{k}.nii.gz" for k in ("rec", "combi", "kl_grad", "ensemble", "mask"))

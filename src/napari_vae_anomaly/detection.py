@@ -212,8 +212,8 @@ def detect_iter(
     not kept, but for the mask's: the result's ``maps`` then holds that one only.
     Raises ``PredictionCancelled`` when ``should_stop()`` becomes true between chunks.
     """
-    from .postprocessing.lesions import lesion_table
-    from .postprocessing.mask import MaskOptions, postprocess
+    from .postprocessing.mask import MaskOptions
+    from .postprocessing.mask_lesions import mask_and_lesions
     from .predictors.pipeline import MapHandoff, Progress, predict_volume_iter
 
     key = settings.mask_key(len(models))
@@ -232,11 +232,10 @@ def detect_iter(
 
         yield Progress(0, 1, "median filter")
         score = median_filter_map(score, settings.mask_median, prediction.foreground)
-    spacing = volume.geometry.spacing
     opts = MaskOptions(min_voxels=settings.min_size, min_mm3=settings.min_volume,
                        fill_holes=settings.fill_holes)
-    mask = postprocess(score, thresholds.values[key], opts, prediction.foreground, spacing)
-    lesions = lesion_table(mask, score, volume.geometry)
+    mask, lesions = mask_and_lesions(score, thresholds.values[key], opts,
+                                     prediction.foreground, volume.geometry)
     return DetectionResult(prediction, maps, key, thresholds, mask, lesions, score)
 
 

@@ -121,8 +121,9 @@ def _as_finite_array(data: Any, what: str = "image") -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- foreground
-def _otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    hist, edges = np.histogram(values, bins=bins)
+def _otsu_threshold(values: np.ndarray, bins: int = 256,
+                    value_range: tuple[np.float64, np.float64] | None = None) -> float:
+    hist, edges = np.histogram(values, bins=bins, range=value_range)
     centres = (edges[:-1] + edges[1:]) / 2.0
     w0 = np.cumsum(hist).astype(float)
     w1 = w0[-1] - w0
@@ -136,11 +137,18 @@ def _otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 def _clean_mask(mask: np.ndarray) -> np.ndarray:
     """Drop specks (components under 10 % of the largest, which keeps e.g. a detached
     cerebellum) and fill holes in 3-D and slice by slice along axis 0."""
-    lab, n = ndi.label(mask)
-    if n > 1:
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        mask = sizes[lab] >= 0.1 * sizes.max()
+    from .postprocessing.components import component_sizes, label_box
+    from .postprocessing.filters import bounding_box
+
+    box = bounding_box(mask)  # labels of the box only, uint16 when they fit; no int64 copies
+    if box is not None:
+        lab, n = label_box(mask[box])
+        if n > 1:
+            sizes = component_sizes(lab, n)
+            sizes[0] = 0
+            mask = np.zeros(mask.shape, dtype=bool)
+            mask[box] = (sizes >= 0.1 * sizes.max())[lab]
+        del lab
     mask = ndi.binary_fill_holes(mask)
     if mask.ndim == 3:
         for i in range(mask.shape[0]):
@@ -172,8 +180,17 @@ def foreground_mask(data: np.ndarray, method: str = "auto") -> np.ndarray:
     else:
         if a.max() == lo:
             return np.zeros(a.shape, dtype=bool)
-        mask = a > _otsu_threshold(a.ravel().astype(np.float64))
+        mask = a > _otsu_of(a, lo)
     return _clean_mask(mask) if mask.any() else mask
+
+
+def _otsu_of(a: np.ndarray, lo: Any) -> float:
+    """Otsu threshold of every voxel. Floating voxels are binned as they are, with float64
+    bounds: np.histogram then converts each block of them to its float64 edges' type, so the
+    counts are those of a float64 copy of the volume, without that copy (8 bytes a voxel)."""
+    if a.dtype.kind != "f":
+        return _otsu_threshold(a.ravel().astype(np.float64))
+    return _otsu_threshold(a.ravel(), value_range=(np.float64(lo), np.float64(a.max())))
 
 
 # --------------------------------------------------------------------------- normalization
@@ -196,8 +213,12 @@ def normalize_intensity(
             f"foreground has {n} voxels (need at least {MIN_FOREGROUND_VOXELS}); "
             "is the image empty or constant, or the mask wrong?"
         )
+    # the percentiles partition a copy of the values in place (numpy would copy them once
+    # more), then the values are taken again for the clip and the z-score: one float64 copy
+    # of the foreground at a time instead of two, the same values (they depend only on order
+    # statistics)
+    lo, hi = np.percentile(a[m].astype(np.float64), cfg.clip_percentiles, overwrite_input=True)
     vals = a[m].astype(np.float64)
-    lo, hi = np.percentile(vals, cfg.clip_percentiles)
     if hi <= lo:  # most voxels share one value: fall back to the full range
         lo, hi = vals.min(), vals.max()
     if hi <= lo:

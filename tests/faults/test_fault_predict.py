@@ -145,7 +145,7 @@ def test_a_case_failing_after_its_maps_were_staged_leaves_nothing(setup, monkeyp
     """Maps are staged as they are made; when the case fails later (here: making the mask),
     the staged maps are discarded with it: no file, no temporary."""
     import napari_vae_anomaly.io.write as write_mod
-    import napari_vae_anomaly.postprocessing.mask as mask_mod
+    import napari_vae_anomaly.postprocessing.mask_lesions as mask_mod
 
     d, ckpt, scan = setup
     out = d / "out"
@@ -160,7 +160,7 @@ def test_a_case_failing_after_its_maps_were_staged_leaves_nothing(setup, monkeyp
         raise ValueError("no mask today")
 
     monkeypatch.setattr(write_mod, "stage_volume", counted)
-    monkeypatch.setattr(mask_mod, "postprocess", broken)
+    monkeypatch.setattr(mask_mod, "mask_and_lesions", broken)
     rc = main(_argv(ckpt, out, scan, extra=["--predictor", "rec", "--predictor", "combi"]))
     assert rc == 1
     assert staged == ["scan_rec.nii.gz", "scan_combi.nii.gz", "scan_ensemble.nii.gz"]

@@ -29,6 +29,7 @@ from ..errors import AnomalyError
 
 PREFETCH = 2  # cases read and preprocessed, waiting for the model (volumes: small)
 WRITE_BEHIND = 0  # maps waiting for the writer (each one volume): 0 = handed over directly
+MAP_WRITTEN_FIRST = True  # the next map is made once the writer has written the last one
 MMAP_THRESHOLD = 1 << 20  # arrays from this size are mapped and unmapped (see below)
 _END = object()
 
@@ -101,6 +102,13 @@ class Background:
             while self.queue.queue and not self.stop.is_set():
                 self.queue.not_full.wait(0.1)
 
+    def wait_done(self) -> None:
+        """Wait until the thread has finished with everything put (it calls ``task_done``
+        for each item), or stops."""
+        with self.queue.all_tasks_done:
+            while self.queue.unfinished_tasks and not self.stop.is_set():
+                self.queue.all_tasks_done.wait(0.1)
+
     def get(self) -> Any:
         """The next item, or ``_END`` once stopped."""
         while not self.stop.is_set():
@@ -158,6 +166,7 @@ def write_behind(job: Any, tally: Tally, lock: threading.Lock, emit: Callable[[s
                 except Exception as exc:  # noqa: BLE001 - reported as this case's failure
                     error = failure_text(loaded.src, exc)
                 msg = None  # written: its maps are not held while the next ones are made
+                bg.queue.task_done()
                 if kind == "map":
                     continue
                 writer.discard()  # what was committed is no longer there to discard
@@ -276,6 +285,8 @@ def compute(job: Any, item: Loaded, tally: Tally, lock: threading.Lock, writer: 
 
     def put(key: str, data: Any) -> None:  # each map to the writer as soon as it is made
         writer.put(("map", item, key, data))
+        if MAP_WRITTEN_FIRST:  # the writer's map and the next one are never both held
+            writer.wait_done()
 
     try:
         result = detect(item.volume, job.models, job.settings, job.thresholds,

@@ -6,6 +6,8 @@ spacing (the voxel volume) enters here, which is order-free, but connectivity is
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from scipy import ndimage
 
@@ -30,6 +32,24 @@ def label_box(m: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
         return ndimage.label(m, structure=st, output=np.uint16)
     except RuntimeError:  # more than 65535 components
         return ndimage.label(m, structure=st)
+
+
+def plane_runs(shape: tuple[int, ...], voxels: int = 1 << 20) -> Iterator[slice]:
+    """Runs of planes along the first axis of about ``voxels`` voxels each (at least one
+    plane): what a full-size temporary is cut into."""
+    plane = max(1, int(np.prod(shape[1:], dtype=np.int64)))
+    step = max(1, voxels // plane)
+    for z in range(0, shape[0], step):
+        yield slice(z, min(z + step, shape[0]))
+
+
+def component_sizes(labels: np.ndarray, n: int, voxels: int = 1 << 20) -> np.ndarray:
+    """Voxels of each label 0..n, ``np.bincount(labels.ravel())`` counted a run of planes at
+    a time (bincount casts the labels to intp: a full-size int64 copy otherwise)."""
+    sizes = np.zeros(n + 1, dtype=np.intp)
+    for sl in plane_runs(labels.shape, voxels):
+        sizes += np.bincount(labels[sl].ravel(), minlength=n + 1)
+    return sizes
 
 
 def label_components(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:

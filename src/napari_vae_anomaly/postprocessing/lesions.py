@@ -88,7 +88,6 @@ def lesion_rows(
     lab = flat[idx].astype(np.intp)
     n = int(lab.max())
     voxels = np.bincount(lab, minlength=n + 1)
-    present = np.flatnonzero(voxels[1:]) + 1
     if score is None:
         means = maxes = np.full(n + 1, np.nan)
     else:
@@ -98,8 +97,15 @@ def lesion_rows(
         np.maximum.at(maxes, lab, s)
     coords = np.unravel_index(idx, labels.shape)
     sums = np.stack([np.bincount(lab, weights=c, minlength=n + 1) for c in coords], axis=1)
-    cents = sums[present] / voxels[present, None]
-    geometry = geometry or Geometry.identity(labels.ndim)
+    return rows_from_sums(voxels, means, maxes, sums, geometry or Geometry.identity(labels.ndim))
+
+
+def rows_from_sums(voxels: np.ndarray, means: np.ndarray, maxes: np.ndarray,
+                   coord_sums: np.ndarray, geometry: Geometry) -> list[Lesion]:
+    """Rows of every label with voxels (index 0 = background, skipped), largest first (ties
+    by label), from per-label voxel counts, scores and (n + 1, ndim) sums of voxel indices."""
+    present = np.flatnonzero(voxels[1:]) + 1
+    cents = coord_sums[present] / voxels[present, None]
     world = index_to_world(cents, geometry)
     vox_ml = voxel_volume_mm3(geometry.spacing) / 1000.0
     rows = [

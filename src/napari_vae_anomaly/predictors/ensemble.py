@@ -106,19 +106,33 @@ class EnsembleSum:
     def __init__(self, foreground: np.ndarray, method: str = "zscore"):
         self.foreground = np.asarray(foreground, dtype=bool)
         self.method = method
-        self.sum = np.zeros(int(self.foreground.sum()), np.float64)
+        self.sum: np.ndarray | None = np.zeros(int(self.foreground.sum()), np.float64)
         self.count = 0
 
     def add(self, score: np.ndarray, stats: tuple[float, float] | None = None) -> None:
+        if self.sum is None:
+            raise ValueError("the ensemble's mean was taken: nothing can be added")
         self.sum += normalized_foreground(score, self.foreground, self.method, stats)
         self.count += 1
 
     def mean(self) -> np.ndarray:
         """The ensemble map (float32, 0 outside the foreground)."""
-        if not self.count:
-            raise ValueError("an ensemble needs at least one map")
+        if not self.count or self.sum is None:
+            raise ValueError("an ensemble needs at least one map, and its sum")
         out = np.zeros(self.foreground.shape, np.float32)
         out[self.foreground] = self.sum / self.count
+        return out
+
+    def take_mean(self) -> np.ndarray:
+        """:meth:`mean`, the same values, with the sum divided in place and released: no
+        float64 copy of it beside the map, and the sum gone before the map is handed on.
+        Nothing can be added after."""
+        if not self.count or self.sum is None:
+            raise ValueError("an ensemble needs at least one map, and its sum")
+        total, self.sum = self.sum, None
+        total /= self.count
+        out = np.zeros(self.foreground.shape, np.float32)
+        out[self.foreground] = total
         return out
 
 
@@ -133,7 +147,7 @@ def ensemble_maps(
     acc = EnsembleSum(foreground, method)
     for i, m in enumerate(maps):
         acc.add(m, None if stats is None else stats[i])
-    return acc.mean()
+    return acc.take_mean()
 
 
 def ensemble_values(values: Sequence[np.ndarray], method: str = "zscore") -> np.ndarray:

@@ -364,10 +364,10 @@ class MapCombiner:
     def finish(self) -> None:
         """The ensembles, once every member was added."""
         for n in self.names if self.several else ():
-            self.emit(n, self.per_name.pop(n).mean())
+            self.emit(n, self.per_name.pop(n).take_mean())
         if self.overall is not None:
-            self.emit(ENSEMBLE_KEY, self.overall.mean())
-            self.overall = None
+            overall, self.overall = self.overall, None  # its sum goes before the hand-off
+            self.emit(ENSEMBLE_KEY, overall.take_mean())
 
     def emit(self, key: str, m: np.ndarray) -> None:
         m = m[0] if self.flat else m
