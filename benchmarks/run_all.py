@@ -1,5 +1,6 @@
 """`make benchmark`: the speed benchmarks (training throughput, predictors against naive
-references, a cohort through predict, peak memory of one volume), in one process each,
+references, a cohort through predict, peak memory of one volume, the CPU median on threads),
+in one process each,
 figures printed as the tables docs/benchmarks.md holds.
 
 The quality benchmarks are separate, longer runs, each with its command in the docs:
@@ -15,7 +16,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SPEED = ("bench_training.py", "bench_predictors.py", "bench_cohort.py", "bench_memory.py")
+SPEED = ("bench_training.py", "bench_predictors.py", "bench_cohort.py", "bench_memory.py",
+         "bench_median.py")
 
 
 def main() -> int:

@@ -38,8 +38,53 @@ def median_filter_map(score: np.ndarray, size: int = 5, foreground: np.ndarray |
     box = bounding_box(foreground if foreground is not None else score != 0, margin=size // 2)
     out = score.copy()
     if box is not None:
-        out[box] = ndimage.median_filter(score[box], size=size, mode="nearest")
+        for z0, z1, part in median_slabs(score[box], size):
+            out[box][z0:z1] = part
     return out
+
+
+_MIN_SLAB = 8  # planes per thread at least (each slab also reads size - 1 planes around it)
+
+
+def _threads() -> int:
+    """Threads for the CPU median: torch's setting (which torchrun and the user already
+    bound to the cores this process should use)."""
+    try:
+        import torch
+
+        return max(1, torch.get_num_threads())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 1
+
+
+def median_slabs(a: np.ndarray, size: int, threads: int | None = None
+                 ) -> list[tuple[int, int, np.ndarray]]:
+    """scipy's ``median_filter(a, size, mode="nearest")`` as (first plane, end plane, values)
+    pieces, computed on several threads, a slab of planes each (scipy releases the GIL: on two
+    cores a map's median took 1.33 s instead of 2.40).
+
+    Each slab reads the ``size - 1`` planes around it, so the values are exactly scipy's; the
+    pieces are returned, not written, so a caller filtering in place writes them only after
+    every slab has read its input. Together they hold one box of values, as scipy's output.
+    """
+    n = threads or _threads()
+    depth = a.shape[0]
+    parts = min(n, depth // _MIN_SLAB)
+    if a.ndim != 3 or parts <= 1:
+        return [(0, depth, ndimage.median_filter(a, size=size, mode="nearest"))]
+    from concurrent.futures import ThreadPoolExecutor
+
+    lo, hi = size // 2, size - 1 - size // 2  # scipy's window around each plane
+    bounds = np.linspace(0, depth, parts + 1).astype(int)
+
+    def one(i: int) -> tuple[int, int, np.ndarray]:
+        z0, z1 = int(bounds[i]), int(bounds[i + 1])
+        s0, s1 = max(0, z0 - lo), min(depth, z1 + hi)
+        slab = ndimage.median_filter(a[s0:s1], size=size, mode="nearest")
+        return z0, z1, slab[z0 - s0 : z1 - s0]
+
+    with ThreadPoolExecutor(parts, thread_name_prefix="median") as pool:
+        return list(pool.map(one, range(parts)))
 
 
 def median_filter_in_place(score: np.ndarray, size: int, foreground: np.ndarray,
@@ -60,7 +105,9 @@ def median_filter_in_place(score: np.ndarray, size: int, foreground: np.ndarray,
         if device is not None and getattr(device, "type", str(device)) == "cuda":
             score[box] = median_filter_torch(score[box], size, device)
         else:
-            score[box] = ndimage.median_filter(score[box], size=size, mode="nearest")
+            view = score[box]
+            for z0, z1, part in median_slabs(view, size):  # all read before any is written
+                view[z0:z1] = part
 
 
 _MEDIAN_BUDGET = 1 << 26  # window values per slab (256 MiB of float32 on the device)
