@@ -1,5 +1,5 @@
-"""What keeps ``predict``'s memory bounded: voxels dropped once prepared, maps handed straight
-to the writer and not held after writing, lean normalization, labelling and slicing.
+"""What keeps ``predict``'s memory bounded: voxels dropped once prepared, each map written
+before the next is made and not held after writing, lean normalization, labelling and slicing.
 
 Each test checks values or object lifetimes; the figures themselves are in
 benchmarks/bench_memory.py (docs/benchmarks.md)."""
@@ -31,41 +31,6 @@ def test_without_voxels_keeps_shape_type_and_geometry_but_no_memory():
     assert vol.data[3, 4, 5] == 119  # the original is untouched
 
 
-def test_hand_off_queue_returns_only_once_the_item_was_taken():
-    from napari_vae_anomaly.cli.cohort import Background
-
-    taken: list[float] = []
-    release = threading.Event()
-
-    def slow(bg: Background) -> None:
-        release.wait(5)
-        while (item := bg.get()) is not None:
-            taken.append(time.perf_counter())
-            if item == "last":
-                return
-
-    bg = Background("t", slow, 0)
-    bg.thread.start()
-    threading.Timer(0.3, release.set).start()
-    t0 = time.perf_counter()
-    assert bg.put("first")
-    returned = time.perf_counter()
-    assert returned - t0 >= 0.25 and taken and taken[0] <= returned  # waited to be taken
-    assert bg.queue.empty()
-    bg.put("last")
-    bg.thread.join(5)
-    assert len(taken) == 2
-
-
-def test_hand_off_put_gives_up_when_stopped():
-    from napari_vae_anomaly.cli.cohort import Background
-
-    bg = Background("t", lambda b: None, 0)  # a thread that never takes anything
-    threading.Timer(0.2, bg.stop.set).start()
-    assert bg.put("x") is True  # queued, then the wait ends with the stop
-    assert bg.put("y") is False
-
-
 def test_writer_thread_does_not_hold_a_map_after_writing_it(monkeypatch):
     """The writing loop drops its last message: a written map is freed while the model makes
     the next one (it used to live until the next message arrived)."""
@@ -85,7 +50,7 @@ def test_writer_thread_does_not_hold_a_map_after_writing_it(monkeypatch):
             pass
 
     monkeypatch.setattr(predict_case, "CaseWriter", Recorder)
-    bg = Background("w", write_behind(None, Tally(), threading.Lock(), print), 0)
+    bg = Background("w", write_behind(None, Tally(), threading.Lock(), print), 1)
     bg.thread.start()
     data = np.ones((8, 8, 8), np.float32)
     alive = weakref.ref(data)
@@ -164,7 +129,7 @@ def test_wait_done_returns_once_the_thread_has_finished_with_the_item():
             if item == "last":
                 return
 
-    bg = Background("t", slow, 0)
+    bg = Background("t", slow, 1)
     bg.thread.start()
     t0 = time.perf_counter()
     assert bg.put("first")

@@ -5,10 +5,11 @@ cohort took the sum of all three. Here a reading thread loads and preprocesses t
 and a writing thread stages each map as soon as it is made and commits a case once its mask
 is made, while the model goes on. Memory is bounded: at most ``PREFETCH`` read cases wait
 (their slices and foreground, not their voxels: :func:`..predictors.pipeline.without_voxels`),
-and each map is handed straight to the writer, which writes it while the model makes the
-next, so a case holds the map being made and the map being written, never all its maps. Under ``torchrun`` every rank takes its own share of
-the cases (:func:`..distributed.shard`), rank 0 shows one bar over all ranks and
-prints the one summary, and every rank exits with the same status.
+and with ``MAP_WRITTEN_FIRST`` the model makes a case's next map only once the writer has
+written the last one, so a case holds one full-size map at a time, never all its maps (the
+mask and the commit of a case still overlap with the next case). Under ``torchrun`` every
+rank takes its own share of the cases (:func:`..distributed.shard`), rank 0 shows one bar over
+all ranks and prints the one summary, and every rank exits with the same status.
 
 A case that fails (reading, computing or writing) is reported on one line and skipped, as
 before; a Ctrl-C (or any non-``Exception``) stops the cohort and is raised again once both
@@ -28,7 +29,7 @@ from typing import Any
 from ..errors import AnomalyError
 
 PREFETCH = 2  # cases read and preprocessed, waiting for the model (volumes: small)
-WRITE_BEHIND = 0  # maps waiting for the writer (each one volume): 0 = handed over directly
+WRITE_BEHIND = 1  # messages waiting for the writer (a map waits only with MAP_WRITTEN_FIRST off)
 MAP_WRITTEN_FIRST = True  # the next map is made once the writer has written the last one
 MMAP_THRESHOLD = 1 << 20  # arrays from this size are mapped and unmapped (see below)
 _END = object()
@@ -69,8 +70,7 @@ class Background:
     """One thread feeding or draining a bounded queue; remembers a fatal exception."""
 
     def __init__(self, name: str, target: Callable[[Background], None], size: int):
-        self.queue: queue.Queue = queue.Queue(maxsize=max(size, 1))
-        self.handoff = size == 0  # put() returns once the thread has taken the item
+        self.queue: queue.Queue = queue.Queue(maxsize=size)
         self.stop = threading.Event()
         self.fatal: BaseException | None = None
         self._target = target
@@ -84,23 +84,14 @@ class Background:
             self.stop.set()
 
     def put(self, item: Any) -> bool:
-        """Queue ``item``, waiting while the queue is full (with a hand-off queue, until the
-        thread has taken it); False once stopped."""
+        """Queue ``item``, waiting while the queue is full; False once stopped."""
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=0.1)
+                return True
             except queue.Full:
                 continue
-            if self.handoff:
-                self._wait_taken()
-            return True
         return False
-
-    def _wait_taken(self) -> None:
-        """Wait until the thread took what was put (``get`` wakes ``not_full``) or stops."""
-        with self.queue.not_full:
-            while self.queue.queue and not self.stop.is_set():
-                self.queue.not_full.wait(0.1)
 
     def wait_done(self) -> None:
         """Wait until the thread has finished with everything put (it calls ``task_done``

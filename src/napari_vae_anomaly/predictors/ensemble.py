@@ -115,18 +115,10 @@ class EnsembleSum:
         self.sum += normalized_foreground(score, self.foreground, self.method, stats)
         self.count += 1
 
-    def mean(self) -> np.ndarray:
-        """The ensemble map (float32, 0 outside the foreground)."""
-        if not self.count or self.sum is None:
-            raise ValueError("an ensemble needs at least one map, and its sum")
-        out = np.zeros(self.foreground.shape, np.float32)
-        out[self.foreground] = self.sum / self.count
-        return out
-
     def take_mean(self) -> np.ndarray:
-        """:meth:`mean`, the same values, with the sum divided in place and released: no
-        float64 copy of it beside the map, and the sum gone before the map is handed on.
-        Nothing can be added after."""
+        """The ensemble map (float32, 0 outside the foreground), with the sum divided in place
+        and released: no float64 copy of it beside the map, and the sum gone before the map is
+        handed on. Nothing can be added after."""
         if not self.count or self.sum is None:
             raise ValueError("an ensemble needs at least one map, and its sum")
         total, self.sum = self.sum, None
