@@ -85,3 +85,21 @@ def test_large_slabs_cross_the_chunk_size(tmp_path, monkeypatch):
     monkeypatch.setattr(nifti_stream, "_SLAB_BYTES", 3 * 13 * 17 * 4 - 1)  # 2 slices a slab
     cut = write_volume(tmp_path / "b.nii.gz", arr, GEOMETRIES[3])
     assert _content(whole) == _content(cut)
+
+
+def test_header_fields_read_back(tmp_path):
+    """The shared header parser reads what was written: version, byte order, type code, size
+    (x first), where the voxels start and no scaling; anything else is not a header."""
+    from napari_vae_anomaly.io.nifti_raw import parse_header, read_header
+
+    arr = np.zeros((3, 4, 5), np.int16)
+    path = write_volume(tmp_path / "h.nii.gz", arr, GEOMETRIES[3])
+    info = read_header(path)
+    assert info is not None
+    assert (info.version, info.endian, info.datatype, info.dims) == (1, "<", 4, (5, 4, 3))
+    assert info.offset == 352 and info.slope in (0.0, 1.0) and info.inter == 0.0
+    assert info.count == 60
+    big = bytearray(gzip.decompress(path.read_bytes()))
+    big[0:4] = (348).to_bytes(4, "big")  # the same header claimed big-endian: not parsed as one
+    assert parse_header(bytes(big)) is None
+    assert parse_header(b"\0" * 400) is None and parse_header(b"short") is None

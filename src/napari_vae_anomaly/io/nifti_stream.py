@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import Geometry
+from .nifti_raw import open_voxels, parse_header
 
-_HEADER = 348
 _VOX_OFFSET = 352  # header + the 4 bytes that say "no extensions"
 _DIMS = 40  # byte offset of dim[0..7] (int16)
 _SLAB_BYTES = 1 << 22
@@ -54,14 +54,10 @@ def nifti_header(arr: np.ndarray, geometry: Geometry, scratch: Path) -> bytes | 
         head = scratch.read_bytes()
     finally:
         scratch.unlink(missing_ok=True)
-    if len(head) != _VOX_OFFSET + arr.dtype.itemsize:
-        return None
-    (sizeof_hdr,) = struct.unpack_from("<i", head, 0)
-    dims = struct.unpack_from("<8h", head, _DIMS)
-    (offset,) = struct.unpack_from("<f", head, 108)
-    if sizeof_hdr != _HEADER or int(offset) != _VOX_OFFSET or dims[0] != arr.ndim:
-        return None
-    if any(d != 1 for d in dims[1 : arr.ndim + 1]):
+    info = parse_header(head)
+    if (len(head) != _VOX_OFFSET + arr.dtype.itemsize or info is None or info.version != 1
+            or info.endian != "<" or info.offset != _VOX_OFFSET
+            or info.dims != (1,) * arr.ndim):
         return None
     header = bytearray(head[:_VOX_OFFSET])
     struct.pack_into(f"<{arr.ndim}h", header, _DIMS + 2, *reversed(arr.shape))  # x first
@@ -97,10 +93,7 @@ def write_nifti(path: Path, arr: np.ndarray, header: bytes, compress: bool) -> N
 def same_voxels(path: Path, arr: np.ndarray, offset: int = _VOX_OFFSET) -> bool:
     """Whether the voxel bytes of the NIfTI file ``path`` are exactly those of ``arr``
     (read a slab at a time; nothing beyond them may follow)."""
-    with open(path, "rb") as f:
-        compressed = f.read(2) == b"\x1f\x8b"
-    opener = gzip.open if compressed else open
-    with opener(path, "rb") as f:
+    with open_voxels(path) as f:
         f.seek(offset)
         for slab in _slabs(arr):
             if f.read(len(slab)) != slab:

@@ -74,31 +74,19 @@ def verify_written(
         raise _failed(name, "the voxels read back differ from those written")
 
 
-_NIFTI_TYPES = {"u1": 2, "i2": 4, "i4": 8, "f4": 16, "f8": 64, "i1": 256, "u2": 512,
-                "u4": 768, "i8": 1024, "u8": 1280}
-
-
 def _plain_nifti_offset(header: Path, arr: np.ndarray) -> int | None:
-    """Where the voxels start in a NIfTI-1 file that stores ``arr``'s type as it is (native
+    """Where the voxels start in a NIfTI file that stores ``arr``'s type as it is (native
     little-endian, no scaling), so its bytes can be compared with the array's; else None."""
-    import gzip
-    import struct
+    from .nifti_raw import DATATYPES, read_header
 
-    code = _NIFTI_TYPES.get(arr.dtype.str[1:])
+    code = DATATYPES.get(arr.dtype.str[1:])
     if code is None or arr.dtype.byteorder == ">" or not arr.flags.c_contiguous:
         return None
-    with open(header, "rb") as f:
-        compressed = f.read(2) == b"\x1f\x8b"
-    with (gzip.open if compressed else open)(header, "rb") as f:
-        head = f.read(_NIFTI_HEADER)
-    if len(head) < _NIFTI_HEADER or struct.unpack_from("<i", head, 0)[0] != _NIFTI_HEADER:
+    info = read_header(header)
+    if (info is None or info.endian != "<" or info.datatype != code
+            or info.slope not in (0.0, 1.0) or info.inter != 0.0):
         return None
-    datatype, = struct.unpack_from("<h", head, 70)
-    offset, slope, inter = struct.unpack_from("<f", head, 108)[0], *struct.unpack_from(
-        "<2f", head, 112)
-    if datatype != code or slope not in (0.0, 1.0) or inter != 0.0:
-        return None
-    return int(offset)
+    return info.offset
 
 
 def _text_header(header: Path, limit: int = 65536) -> tuple[str, int]:
