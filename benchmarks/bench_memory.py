@@ -12,7 +12,8 @@ model's (the issue's goal: within 3x):
   shows): peak above the value with the input volume and the model already in memory.
 
 Run: ``.venv/bin/python benchmarks/bench_memory.py [--shape 96,256,256] [--size 64]
-[--chunk 32] [--energy-steps 3]``. Random weights (memory does not depend on training); few
+[--chunk 32] [--energy-steps 3]``; ``--compare-writing`` instead measures ``predict``'s peak
+and wall time with ``cli.cohort.MAP_WRITTEN_FIRST`` off and on. Random weights (memory does not depend on training); few
 energy steps (they cost time, not memory); a fixed threshold (no calibration).
 """
 
@@ -23,6 +24,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +75,11 @@ def measure_predict(a: argparse.Namespace) -> dict:
         if cli_main(argv(small, Path(tmp) / "warm")) != 0:
             raise SystemExit("predict failed")
         with PeakRSS() as mem:
+            t0 = time.perf_counter()
             if cli_main(argv(scan, out)) != 0:
                 raise SystemExit("predict failed")
-        return {"mib": mem.mib, "files": len(list(out.iterdir()))}
+            seconds = time.perf_counter() - t0
+        return {"mib": mem.mib, "files": len(list(out.iterdir())), "seconds": seconds}
 
 
 def measure_detect(a: argparse.Namespace) -> dict:
@@ -89,16 +93,41 @@ def measure_detect(a: argparse.Namespace) -> dict:
             "maps_mib": sum(m.nbytes for m in result.maps.values()) / 2**20}
 
 
+def compare_writing() -> None:
+    """What making each map only once the last is written saves in memory and costs in time."""
+    print("| --map-written-first | predict peak (MiB) | predict wall (s) |")
+    print("|---|---:|---:|")
+    base = [a for a in sys.argv[1:] if a != "--compare-writing"]
+    for _ in range(2):
+        for flag in ("off", "on"):
+            run = subprocess.run([sys.executable, __file__, *base, "--map-written-first", flag,
+                                  "--only", "predict"], capture_output=True, text=True, check=True)
+            got = json.loads(run.stdout.strip().splitlines()[-1])
+            print(f"| {flag} | {got['mib']:.0f} | {got['seconds']:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="96,256,256")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--energy-steps", type=int, default=3)
+    ap.add_argument("--map-written-first", choices=("on", "off"), default="on",
+                    help="cli.cohort.MAP_WRITTEN_FIRST: the next map made only once the last "
+                         "is written (on, predict's way) or while it is written (off)")
+    ap.add_argument("--compare-writing", action="store_true",
+                    help="predict's peak and wall time with --map-written-first off and on, "
+                         "alternating, two runs each")
     ap.add_argument("--only", choices=("predict", "detect"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.only:  # one measurement, in a fresh process (what one run left behind is not seen)
+        from napari_vae_anomaly.cli import cohort
+
+        cohort.MAP_WRITTEN_FIRST = a.map_written_first == "on"
         print(json.dumps((measure_predict if a.only == "predict" else measure_detect)(a)))
+        return
+    if a.compare_writing:
+        compare_writing()
         return
     got = {}
     for what in ("predict", "detect"):
